@@ -1,0 +1,491 @@
+"""The dependency graph: which channels of which layers must be pruned together.
+
+Usage follows Torch-Pruning::
+
+    DG = DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 224, 224))
+    group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[2, 6, 9])
+    if DG.check_pruning_group(group):
+        group.prune()
+
+How it works: one trace (see :mod:`.trace`) turns every op into unions between channel
+*elements*; connected components of the unions are the units that must go together. A
+component that touches a model output, a model input or an op of fixed size is frozen.
+After a prune, the graph drops the removed elements, so it stays valid for further prunes
+of the same model without re-tracing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..pruning import get_layer_pruner
+from ..pruning.base import PruningError
+from ..records import recording, tensor_names
+from .group import Dependency, Group, GroupItem, Node
+from .snapshot import ModelSnapshot, sync_ancestor_widths
+from .trace import Space, TraceError, Tracer, _call, _functional, _stand_in
+
+__all__ = ["DependencyGraph", "TraceError"]
+
+
+class ParameterHandler:
+    """``dep.handler`` for an unwrapped parameter: slices it along ``dim``."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.__name__ = "prune_parameter_out_channels"
+
+    def __call__(self, param: torch.Tensor, idxs: Sequence[int]) -> torch.Tensor:
+        from ..pruning import prune_parameter_out_channels
+
+        return prune_parameter_out_channels(param, idxs, dim=self.dim)
+
+
+def _default_root_types() -> tuple[type, ...]:
+    return (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN,
+            nn.Embedding)
+
+
+class DependencyGraph:
+    """Finds groups of coupled channels in any model that runs forward."""
+
+    def __init__(self) -> None:
+        self.model: nn.Module | None = None
+        self.pruning_history: list[dict] = []
+
+    # ------------------------------------------------------------------ build
+    def build_dependency(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        forward_fn: Callable[[nn.Module, Any], Any] | None = None,
+        output_transform: Callable[[Any], Any] | None = None,
+        unwrapped_parameters: Any = None,
+        customized_pruners: dict[type, Any] | None = None,
+        verbose: bool = True,
+        protect_outputs: bool = True,
+        ignored_params: Any = None,
+    ) -> DependencyGraph:
+        """Trace ``model`` once on ``example_inputs`` and compute its channel groups.
+
+        Args:
+            model: any ``nn.Module`` that runs forward on ``example_inputs``.
+            example_inputs: a tensor, a tuple of positional args, or a dict of kwargs.
+            forward_fn: ``forward_fn(model, example_inputs)`` for models called unusually.
+            output_transform: maps the model output to the tensors whose dims are protected.
+            unwrapped_parameters: parameters that belong to no prunable layer (class token,
+                position embedding, layer scale). Found automatically; pass a list of
+                parameters, ``(param, dim)`` pairs or a ``{param: dim}`` dict to choose
+                which dim of which parameter may be pruned (others are then kept whole).
+            customized_pruners: ``{LayerClass: pruner}`` for custom layers.
+            protect_outputs: keep every dim that reaches a model output (default). Pass
+                ``False`` only if you really want output widths to change.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"build_dependency: `model` must be an nn.Module, got {type(model).__name__}")
+        del verbose, ignored_params  # accepted for Torch-Pruning compatibility; nothing to report
+        self.model = model
+        self.customized_pruners = dict(customized_pruners or {})
+        unwrapped = _normalize_unwrapped(model, unwrapped_parameters)
+        tracer = Tracer(model, self.customized_pruners, unwrapped)
+        tracer._unwrapped_exclusive = unwrapped is not None
+        result = tracer.run(example_inputs, forward_fn, output_transform, protect_outputs)
+        self._example_inputs = example_inputs
+        self._forward_fn = forward_fn
+        self.trace_device = result.device
+        self.unknown_ops = result.unknown_ops
+        self._pruners = tracer.pruners
+        self._modules = tracer.modules
+        self._module_names = tracer.module_names
+        self._edges = result.edges
+        self.spaces: list[Space] = result.spaces
+        self._space_index = {sp.key: i for i, sp in enumerate(self.spaces)}
+        self._comp = result.table.components()
+        self._frozen = int(self._comp[0])
+        n = result.table.size
+        sens = result.table.sensitive_mask()
+        self._comp_sensitive = torch.zeros(n, dtype=torch.bool)
+        self._comp_sensitive[self._comp[sens]] = True
+        self._alive = torch.ones(n, dtype=torch.bool)
+        self._elem_space = torch.full((n,), -1, dtype=torch.long)
+        self._elem_pos = torch.full((n,), -1, dtype=torch.long)
+        for i, sp in enumerate(self.spaces):
+            self._index_space(i)
+        self._tensor_names = tensor_names(model)
+        self.unreached_modules = [
+            name for name, mod in self._modules.items()
+            if id(mod) in self._pruners and name not in result.called
+            and not any(name.startswith(c + ".") for c in result.called)
+            and not any(sp.name == name for sp in self.spaces)
+            and any(True for _ in mod.parameters(recurse=False))
+        ]
+        return self
+
+    def _index_space(self, i: int) -> None:
+        elems = self.spaces[i].elems
+        self._elem_space[elems] = i
+        self._elem_pos[elems] = torch.arange(elems.numel())
+
+    def _require_built(self) -> None:
+        if self.model is None:
+            raise RuntimeError("call build_dependency(model, example_inputs) before using the graph")
+
+    # ------------------------------------------------------------------ queries
+    def get_out_channels(self, module: nn.Module) -> int | None:
+        pr = get_layer_pruner(module, getattr(self, "customized_pruners", None))
+        return None if pr is None else pr.get_out_channels(module)
+
+    def get_in_channels(self, module: nn.Module) -> int | None:
+        pr = get_layer_pruner(module, getattr(self, "customized_pruners", None))
+        return None if pr is None else pr.get_in_channels(module)
+
+    @staticmethod
+    def is_out_channel_pruning_fn(fn: Any) -> bool:
+        name = getattr(fn, "__name__", "")
+        return "in_channels" not in name
+
+    def name_of(self, module: nn.Module) -> str:
+        name = self._module_names.get(id(module))
+        if name is None:
+            raise PruningError(
+                f"{type(module).__name__} is not a submodule of the model this graph was built for; "
+                f"pass a module from the same model instance"
+            )
+        return name
+
+    def _space_for(self, target: Any, pruning_fn: Any) -> int:
+        if isinstance(target, torch.Tensor) and not isinstance(target, nn.Module):
+            name = self._tensor_names.get(id(target))
+            dims = [i for i, sp in enumerate(self.spaces) if sp.role == "param" and sp.name == name]
+            if not dims:
+                raise PruningError(f"parameter {name or '(unknown)'} has no prunable dim in this graph")
+            want = getattr(pruning_fn, "dim", None)
+            for i in dims:
+                if want is None or self.spaces[i].dim == want:
+                    return i
+            return dims[0]
+        name = self.name_of(target)
+        role = "out" if self.is_out_channel_pruning_fn(pruning_fn) else "in"
+        for key in (("module", name, role), ("module", name, "out")):
+            if key in self._space_index:
+                return self._space_index[key]
+        raise PruningError(
+            f"{name} ({type(target).__name__}) has no traced {role} channels: it was not reached "
+            f"by the forward pass or it has no layer pruner. Check example_inputs, or register a "
+            f"pruner with customized_pruners={{{type(target).__name__}: pruner}}"
+        )
+
+    def get_pruning_group(self, module: Any, pruning_fn: Any, idxs: Sequence[int]) -> Group:
+        """All channels coupled to ``idxs`` of ``module`` (out or in, as ``pruning_fn`` says)."""
+        self._require_built()
+        i = self._space_for(module, pruning_fn)
+        sp = self.spaces[i]
+        size = sp.elems.numel()
+        idxs = _validate_idxs(idxs, size, sp.name)
+        comps = torch.unique(self._comp[sp.elems[torch.as_tensor(idxs, dtype=torch.long)]])
+        if bool((comps == self._frozen).any()):
+            frozen = [k for k in idxs if int(self._comp[sp.elems[k]]) == self._frozen]
+            raise PruningError(
+                f"channels {frozen[:8]}{'...' if len(frozen) > 8 else ''} of {sp.name} cannot be pruned: "
+                f"they reach a model output or an op whose size is fixed (see docs/engine.md, 'Limits'). "
+                f"Pick other channels, or build the graph with protect_outputs=False if you do mean to "
+                f"change an output width"
+            )
+        return self._group_from(i, comps)
+
+    def _group_from(self, root: int, comps: torch.Tensor) -> Group:
+        mask = torch.isin(self._comp, comps) & self._alive
+        elems = mask.nonzero().flatten()
+        spaces = self._elem_space[elems]
+        pos = self._elem_pos[elems]
+        targets: dict[int, list[int]] = {}
+        order = torch.argsort(spaces * (pos.max().item() + 1 if pos.numel() else 1) + pos)
+        for s, p in zip(spaces[order].tolist(), pos[order].tolist()):
+            if s >= 0:
+                targets.setdefault(s, []).append(p)
+        items = self._dependency_items(root, targets)
+        sensitive = bool(self._comp_sensitive[comps].any())
+        return Group(self, items, [(s, p) for s, p in targets.items()], sensitive)
+
+    def _node(self, i: int) -> Node:
+        sp = self.spaces[i]
+        if sp.role == "param":
+            return Node(sp.param, sp.name, sp.dim)
+        return Node(sp.module, sp.name)
+
+    def _handler(self, i: int) -> Any:
+        sp = self.spaces[i]
+        if sp.role == "param":
+            return ParameterHandler(sp.dim)
+        return sp.pruner.prune_in_channels if sp.role == "in" else sp.pruner.prune_out_channels
+
+    def _dependency_items(self, root: int, targets: dict[int, list[int]]) -> list[GroupItem]:
+        by_name: dict[str, list[int]] = {}
+        for s in targets:
+            by_name.setdefault(self.spaces[s].name, []).append(s)
+        root_name = self.spaces[root].name
+        items = [GroupItem(Dependency(self._handler(root), self._handler(root), self._node(root),
+                                      self._node(root)), targets.get(root, []))]
+        seen = {root}
+        adjacency: dict[str, set[str]] = {}
+        for a, b in self._edges:
+            if a in by_name and b in by_name:
+                adjacency.setdefault(a, set()).add(b)
+                adjacency.setdefault(b, set()).add(a)
+        queue = [root]
+        while queue:
+            src = queue.pop(0)
+            src_name = self.spaces[src].name
+            for s in by_name[src_name]:
+                if s not in seen:
+                    seen.add(s)
+                    queue.append(s)
+                    items.append(self._item(src, s, targets))
+            for nb in sorted(adjacency.get(src_name, ())):
+                for s in by_name[nb]:
+                    if s not in seen:
+                        seen.add(s)
+                        queue.append(s)
+                        items.append(self._item(src, s, targets))
+        for s in targets:
+            if s not in seen:
+                items.append(self._item(root, s, targets))
+        del root_name
+        return items
+
+    def _item(self, src: int, dst: int, targets: dict[int, list[int]]) -> GroupItem:
+        dep = Dependency(self._handler(src), self._handler(dst), self._node(src), self._node(dst))
+        return GroupItem(dep, targets[dst])
+
+    def check_pruning_group(self, group: Group) -> bool:
+        """``True`` when pruning ``group`` leaves at least one channel in every layer."""
+        return self._problem(group) is None
+
+    def _problem(self, group: Group) -> str | None:
+        for s, pos in group._targets:
+            sp = self.spaces[s]
+            if len(pos) >= sp.elems.numel():
+                return f"pruning would remove all {sp.elems.numel()} channels of {sp.name}"
+            live = self._live_size(sp)
+            if live is not None and live != sp.elems.numel():
+                return (f"{sp.name} has {live} channels but the graph expects {sp.elems.numel()}: the model "
+                        f"was changed outside this graph; rebuild it with build_dependency")
+        return None
+
+    def _live_size(self, sp: Space) -> int | None:
+        if sp.role == "param":
+            return sp.param.shape[sp.dim]
+        try:
+            if sp.role == "in":
+                return sp.pruner.get_in_channels(sp.module)
+            return sp.pruner.get_out_channels(sp.module)
+        except NotImplementedError:
+            return None
+
+    def get_all_groups(
+        self,
+        ignored_layers: Iterable[Any] | None = None,
+        root_module_types: Iterable[type] | None = None,
+    ) -> Iterator[Group]:
+        """Every prunable group, each rooted at the first layer of ``root_module_types``.
+
+        Channels of ignored layers' outputs are left out of every group. Each group holds
+        all currently prunable channels of its root.
+        """
+        self._require_built()
+        roots = tuple(root_module_types) if root_module_types is not None else _default_root_types()
+        blocked = self._blocked_components(ignored_layers)
+        covered = torch.zeros_like(self._alive)
+        covered[self._frozen] = True
+        if blocked.numel():
+            covered[blocked] = True
+        for name, mod in self._modules.items():
+            if not isinstance(mod, roots):
+                continue
+            key = ("module", name, "out")
+            if key not in self._space_index:
+                continue
+            i = self._space_index[key]
+            comps = self._comp[self.spaces[i].elems]
+            free = ~covered[comps]
+            if not bool(free.any()):
+                continue
+            chosen = torch.unique(comps[free])
+            covered[chosen] = True
+            yield self._group_from(i, chosen)
+
+    def _blocked_components(self, ignored_layers: Iterable[Any] | None) -> torch.Tensor:
+        comps = []
+        for mod in resolve_ignored(self.model, ignored_layers):
+            if isinstance(mod, nn.Module):
+                name = self._module_names.get(id(mod))
+                key = ("module", name, "out")
+                if key in self._space_index:
+                    comps.append(self._comp[self.spaces[self._space_index[key]].elems])
+            else:
+                name = self._tensor_names.get(id(mod))
+                for sp in self.spaces:
+                    if sp.role == "param" and sp.name == name:
+                        comps.append(self._comp[sp.elems])
+        return torch.unique(torch.cat(comps)) if comps else torch.zeros(0, dtype=torch.long)
+
+    # ------------------------------------------------------------------ prune
+    def _apply(self, group: Group) -> dict:
+        self._require_built()
+        problem = self._problem(group)
+        if problem is not None:
+            raise PruningError(f"cannot prune group rooted at {group[0].dep.target.name}: {problem}")
+        touched_modules = [self.spaces[s].module for s, _ in group._targets if self.spaces[s].module is not None]
+        touched_tensors = [self.spaces[s].param for s, _ in group._targets if self.spaces[s].param is not None]
+        old_sizes = {s: self.spaces[s].elems.numel() for s, _ in group._targets}
+        snapshot = ModelSnapshot(self.model, self._modules, touched_modules, touched_tensors)
+        calls = self._calls(group)
+        try:
+            with recording(self._tensor_names) as rec:
+                for fn, target, idxs in calls:
+                    fn(target, idxs)
+                for s, pos in group._targets:
+                    sp = self.spaces[s]
+                    if sp.module is not None:
+                        sync_ancestor_widths(self._modules, self._pruners, sp.name,
+                                             old_sizes[s], old_sizes[s] - len(pos))
+            if group.sensitive:
+                err = self.dry_run()
+                if err is not None:
+                    raise PruningError(f"the pruned model no longer runs forward: {err}")
+        except Exception as err:
+            snapshot.restore()
+            root = group[0].dep.target.name
+            if isinstance(err, PruningError):
+                raise PruningError(f"cannot prune group rooted at {root}: {err}. The model is unchanged.") from err
+            raise PruningError(
+                f"cannot prune group rooted at {root}: {type(err).__name__}: {err}. The model is unchanged."
+            ) from err
+        for s, pos in group._targets:
+            sp = self.spaces[s]
+            keep = torch.ones(sp.elems.numel(), dtype=torch.bool)
+            keep[torch.as_tensor(pos, dtype=torch.long)] = False
+            self._alive[sp.elems[~keep]] = False
+            sp.elems = sp.elems[keep]
+            self._index_space(s)
+        record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
+        self.pruning_history.append(record)
+        return record
+
+    def _calls(self, group: Group) -> list[tuple[Any, Any, list[int]]]:
+        calls = []
+        targets = dict(group._targets)
+        for s, pos in group._targets:
+            sp = self.spaces[s]
+            if sp.role == "in":
+                out_key = ("module", sp.name, "out")
+                if out_key in self._space_index and self._space_index[out_key] in targets and _prunes_both(sp.module):
+                    continue  # e.g. depthwise conv: pruning outputs already removed these inputs
+            calls.append((self._handler(s), sp.param if sp.role == "param" else sp.module, list(pos)))
+        return calls
+
+    def dry_run(self) -> str | None:
+        """Run the model forward once (on meta tensors when possible); the error, if any."""
+        model = self.model
+        device = "meta" if self.trace_device == "meta" else "real"
+        tensors = {n: _stand_in(p, device, clone=False) for n, p in model.named_parameters()}
+        tensors.update({n: _stand_in(b, device, clone=True) for n, b in model.named_buffers()})
+        from torch.utils import _pytree as pytree
+
+        inputs = pytree.tree_map(lambda x: _stand_in(x, device, False) if isinstance(x, torch.Tensor) else x,
+                                 self._example_inputs)
+        fwd = self._forward_fn
+        try:
+            with torch.no_grad():
+                _functional(model, tensors, (lambda m: fwd(m, inputs)) if fwd else (lambda m: _call(m, inputs)))
+        except Exception as err:  # noqa: BLE001 - reported to the caller
+            return f"{type(err).__name__}: {err}"
+        return None
+
+
+def _prunes_both(module: nn.Module) -> bool:
+    return (isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1
+            and module.groups == module.in_channels)
+
+
+def _validate_idxs(idxs: Sequence[int], size: int, name: str) -> list[int]:
+    if isinstance(idxs, torch.Tensor):
+        idxs = idxs.flatten().tolist()
+    out = []
+    for i in idxs:
+        if isinstance(i, bool) or not isinstance(i, int):
+            try:
+                i = int(i)
+            except (TypeError, ValueError):
+                raise PruningError(f"{name}: idxs must be integers, got {i!r}") from None
+        if i < 0 or i >= size:
+            raise PruningError(f"{name}: index {i} is out of range for {size} channels; pass indices in [0, {size})")
+        out.append(i)
+    return sorted(set(out))
+
+
+def resolve_ignored(model: nn.Module, items: Iterable[Any] | None) -> list[Any]:
+    """Modules (with their submodules) and parameters named by ``ignored_layers``.
+
+    Accepts modules, parameters and dotted module names. Anything else is an error, so a
+    typo never silently prunes a layer the user meant to keep.
+    """
+    if items is None:
+        return []
+    if isinstance(items, nn.Module | str | torch.Tensor):
+        items = [items]
+    named = dict(model.named_modules())
+    params = {id(p) for p in model.parameters()}
+    owned = {id(m) for m in named.values()}
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            if item not in named:
+                close = [n for n in named if n.endswith(item) or item in n][:3]
+                hint = f" Did you mean {close}?" if close else ""
+                raise ValueError(f"ignored_layers: no module named {item!r} in the model.{hint}")
+            out.extend(named[item].modules())
+        elif isinstance(item, nn.Module):
+            if id(item) not in owned:
+                raise ValueError(f"ignored_layers: {type(item).__name__} is not a submodule of the model")
+            out.extend(item.modules())
+        elif isinstance(item, torch.Tensor):
+            if id(item) not in params:
+                raise ValueError("ignored_layers: a tensor that is not a parameter of the model was given")
+            out.append(item)
+        elif isinstance(item, type):
+            raise TypeError(
+                f"ignored_layers: got the class {item.__name__}; pass module instances or names, e.g. "
+                f"[m for m in model.modules() if isinstance(m, {item.__name__})]"
+            )
+        else:
+            raise TypeError(f"ignored_layers: expected modules, parameters or dotted names, got {type(item).__name__}")
+    return out
+
+
+def _normalize_unwrapped(model: nn.Module, spec: Any) -> dict[int, int | None] | None:
+    if spec is None:
+        return None
+    params = {id(p) for p in model.parameters()} | {id(b) for b in model.buffers()}
+    pairs: list[tuple[Any, int | None]] = []
+    if isinstance(spec, dict):
+        pairs = list(spec.items())
+    else:
+        for item in spec:
+            if isinstance(item, tuple | list) and len(item) == 2:
+                pairs.append((item[0], item[1]))
+            else:
+                pairs.append((item, None))
+    out: dict[int, int | None] = {}
+    for p, dim in pairs:
+        if not isinstance(p, torch.Tensor) or id(p) not in params:
+            raise ValueError("unwrapped_parameters: every entry must be a parameter of the model "
+                             "(optionally with a dim: (param, dim) or {param: dim})")
+        if dim is not None and not isinstance(dim, int):
+            raise TypeError(f"unwrapped_parameters: dim must be an int, got {type(dim).__name__}")
+        out[id(p)] = dim
+    return out

@@ -1,0 +1,117 @@
+"""Groups: the coupled channels that must be removed together.
+
+A :class:`Group` is a list of ``(Dependency, idxs)`` items, as in Torch-Pruning: item 0 is
+the pruning root, and ``dep.target.module`` / ``dep.handler`` say which layer each item
+prunes and with which function. ``print(group)`` shows the "A => B" trigger chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .dependency import DependencyGraph
+
+
+class Node:
+    """A prunable thing in the graph: a layer, or an unwrapped parameter."""
+
+    def __init__(self, module: Any, name: str, pruning_dim: int | None = None) -> None:
+        self.module = module
+        self.name = name
+        self.pruning_dim = pruning_dim
+
+    def __repr__(self) -> str:
+        if isinstance(self.module, nn.Module):
+            return f"{self.name} ({self.module})"
+        shape = tuple(self.module.shape) if isinstance(self.module, torch.Tensor) else "?"
+        return f"{self.name} (Parameter{shape}, dim={self.pruning_dim})"
+
+
+class Dependency:
+    """``trigger`` on ``source`` forces ``handler`` on ``target``."""
+
+    def __init__(self, trigger: Any, handler: Any, source: Node, target: Node) -> None:
+        self.trigger = trigger
+        self.handler = handler
+        self.source = source
+        self.target = target
+
+    def __call__(self, idxs: Sequence[int]) -> Any:
+        return self.handler(self.target.module, list(idxs))
+
+    def is_triggered_by(self, pruning_fn: Any) -> bool:
+        return pruning_fn == self.trigger
+
+    def __repr__(self) -> str:
+        return (f"{_fn_name(self.trigger)} on {self.source!r} => "
+                f"{_fn_name(self.handler)} on {self.target!r}")
+
+
+class GroupItem(NamedTuple):
+    dep: Dependency
+    idxs: list[int]
+
+
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+class Group:
+    """Coupled channels across layers; ``prune()`` removes them all at once."""
+
+    def __init__(self, graph: DependencyGraph, items: list[GroupItem], targets: list[tuple[int, list[int]]],
+                 sensitive: bool = False) -> None:
+        self._graph = graph
+        self._items = items
+        self._targets = targets  # (space index, positions) to remove
+        self.sensitive = sensitive
+
+    # -- sequence protocol -------------------------------------------------------------
+    def __iter__(self) -> Iterator[GroupItem]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, k: int) -> GroupItem:
+        return self._items[k]
+
+    @property
+    def items(self) -> list[GroupItem]:
+        return list(self._items)
+
+    # -- actions -----------------------------------------------------------------------
+    def prune(self, idxs: Sequence[int] | None = None, record_attributes: bool = True) -> dict:
+        """Remove the group's channels from every coupled layer, atomically.
+
+        Args:
+            idxs: if given, prune these root indices instead (the group is re-derived).
+
+        Returns:
+            The record of what was removed (see :mod:`lightning_prune.engine.records`).
+        """
+        if idxs is not None:
+            root = self._items[0].dep
+            return self._graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
+        return self._graph._apply(self)
+
+    def details(self) -> str:
+        lines = ["-" * 32, " " * 10 + "Pruning Group", "-" * 32]
+        for i, (dep, idxs) in enumerate(self._items):
+            shown = idxs if len(idxs) <= 32 else idxs[:32] + ["..."]
+            line = f"[{i}] {dep!r}, idxs ({len(idxs)}) ={shown}"
+            if i == 0:
+                line += " (Pruning Root)"
+            lines.append(line)
+        lines.append("-" * 32)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.details()
+
+    __repr__ = __str__

@@ -1,0 +1,127 @@
+"""Channel elements, their unions, and connected components.
+
+Every prunable channel of every layer (and every dim of an unwrapped parameter) is an
+*element* with an integer id. While tracing, each tensor dim carries a *label*: a 1-D
+``LongTensor`` that says which element each position along the dim belongs to (``None``
+when the dim carries no prunable channel, e.g. batch, spatial or token dims).
+
+When an op couples two dims (a residual add, a conv reading a BatchNorm output, the two
+operands of a matmul contraction), their labels are *unified* position by position. The
+unions are only collected as edge lists during tracing; :func:`connected_components`
+resolves them at the end in a handful of vectorized passes, so tracing stays linear in
+the number of ops.
+
+Element ``0`` is the special FROZEN element: anything unified with it can never be
+pruned (model outputs, model inputs, constants of fixed size, ops we do not understand).
+"""
+
+from __future__ import annotations
+
+import torch
+
+FROZEN = 0
+
+Label = torch.Tensor  # 1-D int64 tensor of element ids
+
+
+class ElementTable:
+    """Allocates element ids and records unions and flags between them."""
+
+    def __init__(self) -> None:
+        self.size = 1  # element 0 is FROZEN
+        self._edges_a: list[torch.Tensor] = []
+        self._edges_b: list[torch.Tensor] = []
+        self._sensitive: list[torch.Tensor] = []
+
+    def alloc(self, n: int) -> Label:
+        start = self.size
+        self.size += int(n)
+        return torch.arange(start, start + int(n), dtype=torch.long)
+
+    def unify(self, a: Label | None, b: Label | None) -> None:
+        """Couple ``a[i]`` with ``b[i]`` for every position ``i``.
+
+        A ``None`` side means the dim carries no prunable channel but has a fixed size,
+        so the other side is frozen.
+        """
+        if a is None and b is None:
+            return
+        if a is None:
+            self.freeze(b)
+            return
+        if b is None:
+            self.freeze(a)
+            return
+        if a is b:
+            return
+        if a.numel() != b.numel():
+            # Shapes disagree (should not happen for well-formed ops): be conservative.
+            self.freeze(a)
+            self.freeze(b)
+            return
+        self._edges_a.append(a.reshape(-1))
+        self._edges_b.append(b.reshape(-1))
+
+    def unify_broadcast(self, labels: Label, target: Label) -> None:
+        """Couple every entry of ``labels`` with the entry of ``target`` it broadcasts to."""
+        self.unify(labels.reshape(-1), target.expand_as(labels).reshape(-1))
+
+    def freeze(self, a: Label | None) -> None:
+        if a is None or a.numel() == 0:
+            return
+        a = a.reshape(-1)
+        self._edges_a.append(a)
+        self._edges_b.append(torch.zeros_like(a))
+
+    def mark_sensitive(self, a: Label | None) -> None:
+        """Flag elements whose dim size was written as an explicit int in a reshape.
+
+        Pruning such channels may break the reshape unless a width attribute is updated,
+        so groups holding them are re-checked with a dry run before they are pruned.
+        """
+        if a is not None and a.numel():
+            self._sensitive.append(a.reshape(-1))
+
+    def components(self) -> torch.Tensor:
+        """Component id (the smallest element id in it) for every element."""
+        if self._edges_a:
+            a = torch.cat(self._edges_a)
+            b = torch.cat(self._edges_b)
+        else:
+            a = b = torch.zeros(0, dtype=torch.long)
+        return connected_components(self.size, a, b)
+
+    def sensitive_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        if self._sensitive:
+            mask[torch.cat(self._sensitive)] = True
+        return mask
+
+
+def connected_components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Label each of ``n`` nodes with the smallest node id in its component.
+
+    Hook-and-compress (Shiloach-Vishkin style): every round hooks the larger root of each
+    edge under the smaller one with a scatter-min, then compresses paths by pointer
+    jumping. Rounds are few (logarithmic in practice) and each is a vectorized pass, so a
+    graph with millions of unions resolves in milliseconds.
+    """
+    parent = torch.arange(n, dtype=torch.long)
+    if a.numel() == 0:
+        return parent
+    while True:
+        pa = parent[a]
+        pb = parent[b]
+        differ = pa != pb
+        if not bool(differ.any()):
+            return parent
+        pa = pa[differ]
+        pb = pb[differ]
+        lo = torch.minimum(pa, pb)
+        hi = torch.maximum(pa, pb)
+        parent.scatter_reduce_(0, hi, lo, reduce="amin")
+        while True:
+            grand = parent[parent]
+            if torch.equal(grand, parent):
+                break
+            parent = grand

@@ -1,0 +1,112 @@
+"""Undo information for an atomic prune, and width attributes kept in sync.
+
+A prune only ever *replaces* ``.data``/``.grad`` of existing tensors and rewrites plain
+attributes, so remembering the old tensor objects and attribute values is enough to put
+the model back exactly as it was. Nothing is copied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
+_PRIMITIVE = (int, float, bool, str, type(None))
+
+# Attribute names that containers use to remember a width they later feed to reshape().
+# Checked only on ancestors of a pruned layer that have no layer pruner of their own.
+WIDTH_ATTRIBUTES = (
+    "hidden_dim", "embed_dim", "hidden_size", "d_model", "mlp_dim", "num_features", "width",
+    "inner_dim", "hidden_features", "embed_dims", "dim", "all_head_size", "intermediate_size",
+)
+
+
+def _primitive(value: Any) -> bool:
+    if isinstance(value, _PRIMITIVE):
+        return True
+    return isinstance(value, tuple | list) and all(isinstance(v, _PRIMITIVE) for v in value)
+
+
+class ModelSnapshot:
+    """Remembers tensors and attributes that a prune may touch, to restore them on failure."""
+
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module], touched: list[nn.Module],
+                 tensors: list[torch.Tensor]) -> None:
+        names = {id(m): n for n, m in modules.items()}
+        scope: dict[int, tuple[str, nn.Module]] = {}
+        for mod in touched:
+            for sub in mod.modules():
+                scope[id(sub)] = (names.get(id(sub), ""), sub)
+            name = names.get(id(mod), "")
+            parts = name.split(".") if name else []
+            for k in range(len(parts)):
+                anc = ".".join(parts[:k])
+                if anc in modules:
+                    scope[id(modules[anc])] = (anc, modules[anc])
+        self._modules = list(scope.values())
+        self._tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        seen: set[int] = set()
+        for _, mod in self._modules:
+            for t in list(mod._parameters.values()) + list(mod._buffers.values()):
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    self._tensors.append((t, t.data, t.grad))
+        for t in tensors:
+            if id(t) not in seen:
+                seen.add(id(t))
+                self._tensors.append((t, t.data, t.grad))
+        self._attrs = [(name, mod, self._plain(mod)) for name, mod in self._modules]
+        self._slots = [(mod, dict(mod._parameters), dict(mod._buffers)) for _, mod in self._modules]
+
+    @staticmethod
+    def _plain(mod: nn.Module) -> dict[str, Any]:
+        return {k: v for k, v in mod.__dict__.items() if k not in _MODULE_INTERNALS and _primitive(v)}
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for t, data, grad in self._tensors:
+                t.data = data
+                t.grad = grad
+        for _, mod, attrs in self._attrs:
+            for k, v in attrs.items():
+                mod.__dict__[k] = v
+        for mod, params, buffers in self._slots:
+            mod._parameters.clear()
+            mod._parameters.update(params)
+            mod._buffers.clear()
+            mod._buffers.update(buffers)
+
+    def attribute_changes(self) -> dict[str, Any]:
+        """``{"module.attr": new_value}`` for every plain attribute the prune changed."""
+        changes: dict[str, Any] = {}
+        for name, mod, before in self._attrs:
+            now = self._plain(mod)
+            for k, v in now.items():
+                if before.get(k, _MISSING) != v or k not in before:
+                    changes[f"{name}.{k}" if name else k] = v
+        return changes
+
+
+_MISSING = object()
+
+
+def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any], name: str,
+                         old: int, new: int) -> None:
+    """Update width attributes (``hidden_dim``...) of containers above a pruned layer.
+
+    torchvision's ViT, for example, reshapes with ``self.hidden_dim``; a stale value would
+    break the forward pass.
+    """
+    if old == new:
+        return
+    parts = name.split(".") if name else []
+    for k in range(len(parts)):
+        anc = modules.get(".".join(parts[:k]))
+        if anc is None or id(anc) in pruners:
+            continue
+        for attr in WIDTH_ATTRIBUTES:
+            value = anc.__dict__.get(attr)
+            if isinstance(value, int) and not isinstance(value, bool) and value == old:
+                anc.__dict__[attr] = new

@@ -1,0 +1,71 @@
+"""Per-trace bookkeeping: the labels and producers of every tensor seen so far."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .labels import ElementTable, Label
+
+Labels = tuple[Label | None, ...]
+
+
+def is_tensor(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+class TraceState:
+    """Maps live tensors to their per-dim labels and to the graph nodes that produced them.
+
+    Tensors are keyed by ``id`` and kept alive by the table itself, so ids are never reused
+    during a trace. On the meta device this costs no memory.
+    """
+
+    def __init__(self, table: ElementTable) -> None:
+        self.table = table
+        self._labels: dict[int, tuple[torch.Tensor, Labels]] = {}
+        self._prods: dict[int, frozenset[str]] = {}
+        # Called for tensors seen for the first time (parameters used functionally).
+        self.source_labels = None
+        self.unknown_ops: dict[str, int] = {}
+
+    def labels(self, t: torch.Tensor) -> Labels:
+        entry = self._labels.get(id(t))
+        if entry is not None and entry[0] is t:
+            return entry[1]
+        if self.source_labels is not None:
+            found = self.source_labels(t)
+            if found is not None:
+                labels, prods = found
+                self.set(t, labels, prods)
+                return labels
+        return (None,) * t.dim()
+
+    def prods(self, t: torch.Tensor) -> frozenset[str]:
+        if id(t) not in self._labels:
+            self.labels(t)
+        return self._prods.get(id(t), frozenset())
+
+    def set(self, t: torch.Tensor, labels: Labels, prods: frozenset[str] = frozenset()) -> None:
+        labels = tuple(labels)
+        if len(labels) != t.dim():
+            labels = (None,) * t.dim()
+        self._labels[id(t)] = (t, labels)
+        self._prods[id(t)] = prods
+
+    def note_unknown(self, name: str) -> None:
+        self.unknown_ops[name] = self.unknown_ops.get(name, 0) + 1
+
+    # -- helpers shared by rules ----------------------------------------------------
+    def freeze_all(self, t: torch.Tensor) -> None:
+        for lab in self.labels(t):
+            self.table.freeze(lab)
+
+    def union_prods(self, tensors: list[torch.Tensor]) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        for t in tensors:
+            p = self.prods(t)
+            if p:
+                out = out | p
+        return out

@@ -1,0 +1,287 @@
+"""Trace a model once and turn every op into label unions.
+
+The model runs through :func:`torch.func.functional_call` with its parameters and
+buffers swapped for stand-ins: meta tensors first (no arithmetic, no memory), and real
+no-grad clones only if the model needs real values (data-dependent control flow such as
+detection post-processing). The user's parameters, buffers, train/eval mode and plain
+attributes are left exactly as they were.
+
+Layers that have a layer pruner (Conv, Linear, norms, attention, custom layers...) are
+recorded as units through forward hooks; everything else is recorded op by op through a
+:class:`~torch.overrides.TorchFunctionMode`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+from ..pruning import get_layer_pruner
+from . import layer_rules
+from .labels import ElementTable, Label
+from .ops import apply_rule
+from .state import TraceState, is_tensor
+
+_MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
+
+
+@dataclass
+class Space:
+    """A run of prunable channels: a layer's outputs, its inputs, or one dim of a parameter."""
+
+    key: tuple
+    elems: Label
+    module: nn.Module | None = None
+    name: str = ""
+    role: str = "out"  # "out", "in" or "param"
+    pruner: Any = None
+    param: torch.Tensor | None = None
+    dim: int = 0
+
+
+@dataclass
+class TraceResult:
+    table: ElementTable
+    spaces: list[Space]
+    edges: set[tuple[str, str]] = field(default_factory=set)
+    unknown_ops: dict[str, int] = field(default_factory=dict)
+    called: set[str] = field(default_factory=set)
+    device: str = "meta"
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.tracer.depth == 0:
+            if out is None and getattr(func, "__name__", "") != "__setitem__":
+                return out
+            if is_tensor(out) or isinstance(out, tuple | list) or out is None:
+                apply_rule(self.tracer.state, func, args, kwargs, out)
+        return out
+
+
+class Tracer:
+    def __init__(
+        self,
+        model: nn.Module,
+        customized_pruners: dict | None = None,
+        unwrapped_parameters: dict[int, int | None] | None = None,
+    ) -> None:
+        self.model = model
+        self.customized = customized_pruners or {}
+        self.unwrapped = unwrapped_parameters  # id(param) -> dim (None: every dim)
+        self.table = ElementTable()
+        self.state = TraceState(self.table)
+        self.state.source_labels = self._source_labels
+        self.spaces: list[Space] = []
+        self._space_of: dict[tuple, Space] = {}
+        self.depth = 0
+        self.edges: set[tuple[str, str]] = set()
+        self.called: set[str] = set()
+        self.modules = dict(model.named_modules(remove_duplicate=False))
+        self.module_names = {id(m): n for n, m in reversed(list(self.modules.items()))}
+        self.pruners = {}
+        for name, mod in self.modules.items():
+            pr = get_layer_pruner(mod, self.customized)
+            if pr is not None:
+                self.pruners[id(mod)] = pr
+        self._stand_in: dict[int, tuple[str, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------ spaces
+    def space(self, module: nn.Module, role: str, size: int) -> Label:
+        key = ("module", self.module_names[id(module)], role)
+        sp = self._space_of.get(key)
+        if sp is None:
+            sp = Space(key, self.table.alloc(size), module, key[1], role, self.pruners.get(id(module)))
+            self._space_of[key] = sp
+            self.spaces.append(sp)
+        return sp.elems
+
+    def param_space(self, name: str, param: torch.Tensor, dim: int) -> Label:
+        key = ("param", name, dim)
+        sp = self._space_of.get(key)
+        if sp is None:
+            sp = Space(key, self.table.alloc(param.shape[dim]), None, name, "param", None, param, dim)
+            self._space_of[key] = sp
+            self.spaces.append(sp)
+        return sp.elems
+
+    # ------------------------------------------------------------------ sources
+    def _source_labels(self, t: torch.Tensor):
+        entry = self._stand_in.get(id(t))
+        if entry is None:
+            return None
+        name, original = entry
+        owner_name, _, attr = name.rpartition(".")
+        owner = self.modules.get(owner_name)
+        pruner = self.pruners.get(id(owner)) if owner is not None else None
+        if pruner is not None:
+            labels = layer_rules.param_labels(self, owner, pruner, attr, t)
+            return labels, frozenset({owner_name})
+        if not t.dtype.is_floating_point:
+            return None
+        dims = range(t.dim())
+        if self.unwrapped is not None and id(original) in self.unwrapped:
+            chosen = self.unwrapped[id(original)]
+            dims = range(t.dim()) if chosen is None else [chosen % t.dim()]
+        elif self.unwrapped is not None and self._unwrapped_exclusive:
+            return None
+        labels = [None] * t.dim()
+        for d in dims:
+            if t.shape[d] > 1:
+                labels[d] = self.param_space(name, original, d)
+        return tuple(labels), frozenset({name})
+
+    _unwrapped_exclusive = False
+
+    # ------------------------------------------------------------------ hooks
+    def _pre_hook(self, module, args, kwargs):
+        self.depth += 1
+
+    def _post_hook(self, module, args, kwargs, output):
+        self.depth -= 1
+        if self.depth == 0:
+            name = self.module_names[id(module)]
+            self.called.add(name)
+            layer_rules.apply_module_rule(self, module, name, self.pruners[id(module)], args, kwargs, output)
+
+    # ------------------------------------------------------------------ run
+    def run(self, example_inputs: Any, forward_fn: Callable | None, output_transform: Callable | None,
+            protect_outputs: bool = True) -> TraceResult:
+        errors = []
+        for device in ("meta", "real"):
+            try:
+                out = self._run_once(example_inputs, forward_fn, device)
+            except Exception as err:  # noqa: BLE001 - we re-raise with context below
+                errors.append((device, err))
+                self._reset()
+                continue
+            if output_transform is not None:
+                out = output_transform(out)
+            if protect_outputs:
+                for leaf in _tensor_leaves(out):
+                    self.state.freeze_all(leaf)
+            return TraceResult(self.table, self.spaces, self.edges, dict(self.state.unknown_ops),
+                               set(self.called), device)
+        device, err = errors[-1]
+        raise TraceError(
+            f"the model could not run on example_inputs ({_describe(example_inputs)}): "
+            f"{type(err).__name__}: {err}. Pass example_inputs that `model(*example_inputs)` accepts "
+            f"(a tensor, a tuple of positional args or a dict of keyword args), or a forward_fn "
+            f"that calls the model."
+        ) from err
+
+    def _reset(self) -> None:
+        self.table = ElementTable()
+        self.state = TraceState(self.table)
+        self.state.source_labels = self._source_labels
+        self.spaces = []
+        self._space_of = {}
+        self.depth = 0
+        self.edges = set()
+        self.called = set()
+        self._stand_in = {}
+
+    def _run_once(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> Any:
+        model = self.model
+        stand_ins: dict[str, torch.Tensor] = {}
+        for name, p in model.named_parameters():
+            stand_ins[name] = _stand_in(p, device, clone=False)
+        for name, b in model.named_buffers():
+            stand_ins[name] = _stand_in(b, device, clone=True)
+        originals = dict(model.named_parameters())
+        originals.update(dict(model.named_buffers()))
+        self._stand_in = {id(t): (name, originals[name]) for name, t in stand_ins.items()}
+        inputs = pytree.tree_map(lambda x: _stand_in(x, device, clone=False) if is_tensor(x) else x,
+                                 example_inputs)
+        handles = []
+        snapshot = _snapshot_attributes(model)
+        try:
+            for name, mod in self.modules.items():
+                if id(mod) in self.pruners:
+                    handles.append(mod.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+                    handles.append(mod.register_forward_hook(self._post_hook, with_kwargs=True))
+            with torch.no_grad(), _Recorder(self):
+                for t in _tensor_leaves(inputs):
+                    self.state.set(t, (None,) * t.dim())
+                if forward_fn is not None:
+                    call = lambda mdl: forward_fn(mdl, inputs)  # noqa: E731
+                else:
+                    call = lambda mdl: _call(mdl, inputs)  # noqa: E731
+                out = _functional(model, stand_ins, call)
+        finally:
+            for h in handles:
+                h.remove()
+            _restore_attributes(snapshot)
+        return out
+
+
+class TraceError(RuntimeError):
+    """The model could not be traced on the given example inputs."""
+
+
+def _stand_in(t: torch.Tensor, device: str, clone: bool) -> torch.Tensor:
+    if device == "meta":
+        return torch.empty_like(t, device="meta")
+    return t.detach().clone() if clone else t.detach()
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, tuple | list):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _functional(model: nn.Module, tensors: dict[str, torch.Tensor], call: Callable) -> Any:
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    with _reparametrize_module(model, tensors, tie_weights=True, strict=False):
+        return call(model)
+
+
+def _tensor_leaves(obj: Any) -> list[torch.Tensor]:
+    out = []
+    for leaf in pytree.tree_leaves(obj):
+        if is_tensor(leaf):
+            out.append(leaf)
+        elif isinstance(leaf, dict):
+            out.extend(_tensor_leaves(list(leaf.values())))
+    return out
+
+
+def _describe(x: Any) -> str:
+    leaves = _tensor_leaves(x)
+    if not leaves:
+        return f"{type(x).__name__} with no tensors"
+    return ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in leaves[:4])
+
+
+def _snapshot_attributes(model: nn.Module) -> list[tuple[nn.Module, dict]]:
+    return [(m, {k: v for k, v in m.__dict__.items() if k not in _MODULE_INTERNALS}) for m in model.modules()]
+
+
+def _restore_attributes(snapshot: list[tuple[nn.Module, dict]]) -> None:
+    """Undo attribute writes a forward made (caches holding meta tensors, counters...)."""
+    for mod, attrs in snapshot:
+        current = mod.__dict__
+        for k in [k for k in current if k not in _MODULE_INTERNALS and k not in attrs]:
+            del current[k]
+        for k, v in attrs.items():
+            if current.get(k, _MISSING) is not v:
+                current[k] = v
+
+
+_MISSING = object()

@@ -1,0 +1,85 @@
+"""Records of what a prune removed, in primitive types only.
+
+Every slice that a pruning function applies to a parameter or buffer is reported
+here. A record maps a *qualified tensor name* (``"layer1.0.conv1.weight"``) to the
+ordered list of ``(dim, kept_indices)`` slices applied to it. Because records are
+plain ``dict``/``list``/``int``/``str``, they survive ``torch.load(weights_only=True)``
+and can be stored in a Lightning checkpoint. The Lightning callback uses them to
+slice optimizer state and to replay a pruning history on a fresh model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import torch
+
+# One slice: (dim, kept indices in the tensor *before* this slice).
+SliceRecord = tuple[int, list[int]]
+PruningRecord = dict[str, list[SliceRecord]]
+
+_state = threading.local()
+
+
+class PruningRecorder:
+    """Collects slices applied to tensors while it is active.
+
+    Args:
+        names: maps ``id(tensor)`` to the tensor's qualified name. Tensors that are
+            not in the map are recorded under ``"<unnamed:ID>"`` so nothing is lost.
+    """
+
+    def __init__(self, names: dict[int, str] | None = None) -> None:
+        self.names = dict(names or {})
+        self.record: PruningRecord = {}
+
+    def notify(self, tensor: torch.Tensor, dim: int, keep: list[int]) -> None:
+        name = self.names.get(id(tensor), f"<unnamed:{id(tensor)}>")
+        self.record.setdefault(name, []).append((int(dim), [int(i) for i in keep]))
+
+
+def active_recorders() -> list[PruningRecorder]:
+    return getattr(_state, "stack", [])
+
+
+@contextlib.contextmanager
+def recording(names: dict[int, str] | None = None) -> Iterator[PruningRecorder]:
+    """Record every tensor slice made inside the ``with`` block."""
+    rec = PruningRecorder(names)
+    stack = list(active_recorders())
+    stack.append(rec)
+    _state.stack = stack
+    try:
+        yield rec
+    finally:
+        _state.stack = stack[:-1]
+
+
+def tensor_names(model: torch.nn.Module) -> dict[int, str]:
+    """``id(tensor) -> qualified name`` for all parameters and buffers of ``model``."""
+    names: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), name)
+    for name, b in model.named_buffers(remove_duplicate=False):
+        names.setdefault(id(b), name)
+    return names
+
+
+def merge_records(records: list[PruningRecord]) -> PruningRecord:
+    """Concatenate several records in order (later slices apply after earlier ones)."""
+    out: PruningRecord = {}
+    for rec in records:
+        for name, slices in rec.items():
+            out.setdefault(name, []).extend((int(d), list(k)) for d, k in slices)
+    return out
+
+
+def compose_keep(slices: list[SliceRecord], dim: int, original_size: int) -> list[int]:
+    """Indices into the *original* tensor along ``dim`` that survive all ``slices``."""
+    kept = list(range(original_size))
+    for d, keep in slices:
+        if d == dim:
+            kept = [kept[i] for i in keep]
+    return kept
