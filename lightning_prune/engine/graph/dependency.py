@@ -16,6 +16,10 @@ of the same model without re-tracing.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
+
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +34,8 @@ from .snapshot import ModelSnapshot, sync_ancestor_widths
 from .trace import Space, TraceError, Tracer, _call, _functional, _stand_in
 
 __all__ = ["DependencyGraph", "TraceError"]
+
+logger = logging.getLogger(__name__)
 
 
 class ParameterHandler:
@@ -87,13 +93,27 @@ class DependencyGraph:
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"build_dependency: `model` must be an nn.Module, got {type(model).__name__}")
-        del verbose, ignored_params  # accepted for Torch-Pruning compatibility; nothing to report
+        # A full cyclic-GC pass over torch's ~10^5 live objects can cost more than the whole
+        # trace; nothing built here needs the cycle collector, so pause it for the build.
+        with _gc_paused():
+            self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
+                        customized_pruners, protect_outputs, ignored_params)
+        if verbose and self.unknown_ops:
+            logger.info("channels touched by ops without a rule were kept whole: %s", self.unknown_ops)
+        return self
+
+    def _build(self, model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
+               customized_pruners, protect_outputs, ignored_params) -> None:
         self.model = model
         self.customized_pruners = dict(customized_pruners or {})
         unwrapped = _normalize_unwrapped(model, unwrapped_parameters)
         tracer = Tracer(model, self.customized_pruners, unwrapped)
         tracer._unwrapped_exclusive = unwrapped is not None
         result = tracer.run(example_inputs, forward_fn, output_transform, protect_outputs)
+        ignored = _normalize_unwrapped(model, ignored_params) or {}
+        for sp in result.spaces:
+            if sp.role == "param" and id(sp.param) in ignored:
+                result.table.freeze(sp.elems)
         self._example_inputs = example_inputs
         self._forward_fn = forward_fn
         self.trace_device = result.device
@@ -123,7 +143,6 @@ class DependencyGraph:
             and not any(sp.name == name for sp in self.spaces)
             and any(True for _ in mod.parameters(recurse=False))
         ]
-        return self
 
     def _index_space(self, i: int) -> None:
         elems = self.spaces[i].elems
@@ -209,7 +228,14 @@ class DependencyGraph:
                 targets.setdefault(s, []).append(p)
         items = self._dependency_items(root, targets)
         sensitive = bool(self._comp_sensitive[comps].any())
-        return Group(self, items, [(s, p) for s, p in targets.items()], sensitive)
+        group = Group(self, items, [(s, p) for s, p in targets.items()], sensitive)
+        root_elems = self.spaces[root].elems
+        root_pos = torch.as_tensor(targets.get(root, []), dtype=torch.long)
+        units: dict[int, list[int]] = {}
+        for c, p in zip(self._comp[root_elems[root_pos]].tolist(), root_pos.tolist()):
+            units.setdefault(c, []).append(p)
+        group.units = list(units.values())
+        return group
 
     def _node(self, i: int) -> Node:
         sp = self.spaces[i]
@@ -405,6 +431,17 @@ class DependencyGraph:
         except Exception as err:  # noqa: BLE001 - reported to the caller
             return f"{type(err).__name__}: {err}"
         return None
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _prunes_both(module: nn.Module) -> bool:

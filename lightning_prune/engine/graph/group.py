@@ -70,6 +70,10 @@ class Group:
         self._items = items
         self._targets = targets  # (space index, positions) to remove
         self.sensitive = sensitive
+        #: Root channel indices that can only be removed together (one list per unit).
+        #: Usually one channel per unit; more when a layer ties channels, e.g. the same
+        #: offset in every attention head or every group of a grouped conv.
+        self.units: list[list[int]] = [[i] for i in (items[0].idxs if items else [])]
 
     # -- sequence protocol -------------------------------------------------------------
     def __iter__(self) -> Iterator[GroupItem]:

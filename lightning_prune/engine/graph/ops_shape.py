@@ -289,11 +289,22 @@ def rule_split(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -
         for o in _outputs(out):
             st.set(o, rest, prods)
         return
-    default_dim = 0
-    dim = kwargs.get("dim", args[2] if len(args) > 2 else default_dim)
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
     dim = _norm_dim(dim, x.dim())
+    sizes = args[1] if len(args) > 1 else kwargs.get(
+        "split_size_or_sections", kwargs.get("split_size", kwargs.get("chunks", kwargs.get("sections"))))
+    outs = _outputs(out)
+    if labs[dim] is not None:
+        even = len(outs) > 1 and all(o.dim() == x.dim() and o.shape[dim] == outs[0].shape[dim] for o in outs)
+        if name in ("chunk", "unsafe_chunk", "tensor_split") and isinstance(sizes, int) and even:
+            # Equal chunks of the current width: every chunk must lose the same offsets.
+            grid = labs[dim].view(len(outs), -1)
+            st.table.unify_broadcast(grid, grid[:1])
+        elif name != "chunk":
+            # Section sizes written as ints (often from an attribute) will not follow a prune.
+            st.table.mark_sensitive(labs[dim])
     offset = 0
-    for o in _outputs(out):
+    for o in outs:
         size = o.shape[dim] if o.dim() == x.dim() else 0
         new = list(labs)
         if labs[dim] is not None:

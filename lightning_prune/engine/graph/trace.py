@@ -24,11 +24,13 @@ from torch.utils import _pytree as pytree
 
 from ..pruning import get_layer_pruner
 from . import layer_rules
+from .fast_meta import fast_forward, is_builtin_forward
 from .labels import ElementTable, Label
 from .ops import apply_rule
 from .state import TraceState, is_tensor
 
 _MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
+_OWN_FORWARD_UNITS = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
 
 
 @dataclass
@@ -92,10 +94,17 @@ class Tracer:
         self.modules = dict(model.named_modules(remove_duplicate=False))
         self.module_names = {id(m): n for n, m in reversed(list(self.modules.items()))}
         self.pruners = {}
+        #: Layers traced as one unit: a builtin layer running torch's own forward, or a layer
+        #: with a user pruner. Subclasses that override forward (torchvision's LayerNorm2d
+        #: permutes around F.layer_norm) are traced op by op instead.
+        self.units: set[int] = set()
         for name, mod in self.modules.items():
             pr = get_layer_pruner(mod, self.customized)
             if pr is not None:
                 self.pruners[id(mod)] = pr
+                custom = any(isinstance(mod, cls) for cls in self.customized)
+                if custom or is_builtin_forward(mod) or isinstance(mod, _OWN_FORWARD_UNITS):
+                    self.units.add(id(mod))
         self._stand_in: dict[int, tuple[str, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ spaces
@@ -154,7 +163,9 @@ class Tracer:
         if self.depth == 0:
             name = self.module_names[id(module)]
             self.called.add(name)
-            layer_rules.apply_module_rule(self, module, name, self.pruners[id(module)], args, kwargs, output)
+            # Our own label arithmetic must not be recorded as part of the model.
+            with torch._C.DisableTorchFunction():
+                layer_rules.apply_module_rule(self, module, name, self.pruners[id(module)], args, kwargs, output)
 
     # ------------------------------------------------------------------ run
     def run(self, example_inputs: Any, forward_fn: Callable | None, output_transform: Callable | None,
@@ -167,11 +178,20 @@ class Tracer:
                 errors.append((device, err))
                 self._reset()
                 continue
-            if output_transform is not None:
-                out = output_transform(out)
-            if protect_outputs:
-                for leaf in _tensor_leaves(out):
-                    self.state.freeze_all(leaf)
+            outs = [out]
+            if not self.model.training and self._unreached():
+                # Some layers only run in training mode (GoogLeNet's aux heads): trace that
+                # mode too and merge, so their inputs are pruned with their producers.
+                try:
+                    outs.append(self._run_once(example_inputs, forward_fn, device, train=True))
+                except Exception as err:  # noqa: BLE001 - reported through unreached_modules
+                    self.train_trace_error = f"{type(err).__name__}: {err}"
+            for o in outs:
+                if output_transform is not None:
+                    o = output_transform(o)
+                if protect_outputs:
+                    for leaf in _tensor_leaves(o):
+                        self.state.freeze_all(leaf)
             return TraceResult(self.table, self.spaces, self.edges, dict(self.state.unknown_ops),
                                set(self.called), device)
         device, err = errors[-1]
@@ -193,7 +213,27 @@ class Tracer:
         self.called = set()
         self._stand_in = {}
 
-    def _run_once(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> Any:
+    train_trace_error = ""
+
+    def _unreached(self) -> list[str]:
+        reached = self.called
+        return [n for n, m in self.modules.items()
+                if id(m) in self.units and n not in reached and any(True for _ in m.parameters(recurse=False))
+                and not any(n.startswith(r + ".") for r in reached)
+                and ("module", n, "out") not in self._space_of]
+
+    def _run_once(self, example_inputs: Any, forward_fn: Callable | None, device: str, train: bool = False) -> Any:
+        model = self.model
+        modes = [(m, m.training) for m in model.modules()]
+        if train:
+            model.train()
+        try:
+            return self._run_once_in_mode(example_inputs, forward_fn, device)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
+    def _run_once_in_mode(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> Any:
         model = self.model
         stand_ins: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
@@ -209,9 +249,13 @@ class Tracer:
         snapshot = _snapshot_attributes(model)
         try:
             for name, mod in self.modules.items():
-                if id(mod) in self.pruners:
+                if id(mod) in self.units:
                     handles.append(mod.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
                     handles.append(mod.register_forward_hook(self._post_hook, with_kwargs=True))
+                    if device == "meta" and "forward" not in mod.__dict__:
+                        fast = fast_forward(mod)
+                        if fast is not None:
+                            mod.__dict__["forward"] = fast
             with torch.no_grad(), _Recorder(self):
                 for t in _tensor_leaves(inputs):
                     self.state.set(t, (None,) * t.dim())
@@ -223,7 +267,7 @@ class Tracer:
         finally:
             for h in handles:
                 h.remove()
-            _restore_attributes(snapshot)
+            _restore_attributes(snapshot)  # also drops the shape-only forwards
         return out
 
 

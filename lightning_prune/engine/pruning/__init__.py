@@ -12,6 +12,8 @@ and then along the class's MRO (so subclasses of ``nn.Conv2d`` etc. are handled)
 
 from __future__ import annotations
 
+import sys
+import weakref
 from collections.abc import Mapping
 
 from torch import nn
@@ -111,14 +113,38 @@ def _build_default_pruners() -> dict[type, LayerPruner]:
         for cls in pruner.TARGET_TYPES:
             pruners[cls] = pruner
     pruners[nn.LSTM] = lstm_pruner  # same logic; its own name shows up in error messages
-    frozen_bn = frozen_batchnorm_type()
-    if frozen_bn is not None:
-        pruners[frozen_bn] = frozen_batchnorm_pruner
     return pruners
 
 
 #: Layer class -> pruner instance for every layer type supported out of the box.
+#: torchvision's ``FrozenBatchNorm2d`` is added once torchvision is imported (see below).
 DEFAULT_PRUNERS: dict[type, LayerPruner] = _build_default_pruners()
+
+
+def _register_frozen_batchnorm() -> None:
+    """Add ``FrozenBatchNorm2d`` to :data:`DEFAULT_PRUNERS` if torchvision imports.
+
+    Importing torchvision costs over a second and may fail on a broken install, so it
+    is not imported for the engine's sake: this runs at import only if torchvision is
+    already loaded, and otherwise on the first look-up of a torchvision layer.
+    """
+    frozen_bn = frozen_batchnorm_type()
+    if frozen_bn is not None:
+        DEFAULT_PRUNERS.setdefault(frozen_bn, frozen_batchnorm_pruner)
+
+
+if "torchvision" in sys.modules:
+    _register_frozen_batchnorm()
+
+_INSTANCES: weakref.WeakKeyDictionary[type, object] = weakref.WeakKeyDictionary()
+
+
+def _instance_of(pruner_cls: type) -> object:
+    """One instance per pruner class, so repeated look-ups return the same pruner."""
+    if pruner_cls not in _INSTANCES:
+        _INSTANCES[pruner_cls] = pruner_cls()
+    return _INSTANCES[pruner_cls]
+
 
 _PROTOCOL = ("prune_out_channels", "prune_in_channels", "get_out_channels", "get_in_channels")
 
@@ -143,7 +169,7 @@ def normalize_customized_pruners(customized_pruners: Mapping[type, object] | Non
                 f"use {{type(x): pruner}}"
             )
         if isinstance(pruner, type):
-            pruner = pruner()
+            pruner = _instance_of(pruner)
         missing = [m for m in _PROTOCOL if not callable(getattr(pruner, m, None))]
         if missing:
             raise TypeError(
@@ -170,6 +196,8 @@ def get_layer_pruner(
     within each table the most specific class along the MRO wins.
     """
     cls = type(module)
+    if cls.__module__.startswith("torchvision."):
+        _register_frozen_batchnorm()
     custom = normalize_customized_pruners(customized_pruners)
     found = _lookup(cls, custom)
     if found is not None:

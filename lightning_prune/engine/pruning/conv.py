@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 
+_WIDTH_ATTRS = ("embed_dim", "num_heads", "kdim", "vdim", "batch_first")
+
+
 def describe_layer(layer: object) -> str:
     """A one-line description such as ``Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1))``.
 
@@ -38,6 +41,10 @@ def describe_layer(layer: object) -> str:
     name = type(layer).__name__
     if isinstance(layer, nn.Module):
         extra = layer.extra_repr().replace("\n", ", ")
+        if not extra:  # e.g. MultiheadAttention prints its sizes nowhere
+            extra = ", ".join(
+                f"{attr}={getattr(layer, attr)}" for attr in _WIDTH_ATTRS if hasattr(layer, attr)
+            )
         return f"{name}({extra})"
     if isinstance(layer, torch.Tensor):
         return f"{name}(shape={tuple(layer.shape)})"

@@ -43,20 +43,30 @@ them. A call inside a module that has a rule (``F.linear`` inside ``nn.Linear``)
 never counted twice. Functional element-wise operations (``F.relu``, ``+``,
 ``F.interpolate``) are not counted, like ptflops.
 
-Differences from Torch-Pruning's ``count_ops_and_params`` (all on models it counts
-differently, never on plain CNNs):
+The forward runs in eval mode (like Torch-Pruning), so Dropout and training-only
+branches cost nothing. Data-dependent models (detection heads, ``if x.sum() > 0``)
+cannot run on meta; they are counted with a real ``no_grad`` forward on cloned
+buffers and inputs instead, which gives the same figures, only slower.
+
+Where the figures differ from Torch-Pruning's ``count_ops_and_params`` (CNNs built
+from the layers above, e.g. torchvision ResNet/MobileNet/DenseNet/EfficientNet,
+agree exactly):
 
 * figures are for the whole batch given; Torch-Pruning divides by the size of the
   first dimension of the first input. With a batch of one they agree;
 * ``Linear`` adds one MAC per output element for the bias (like convolutions);
   Torch-Pruning adds ``out_features`` once per call, whatever the number of tokens;
 * ``ConvTranspose`` counts the products it performs (one per input element and
-  weight of its group); Torch-Pruning applies the convolution formula to the
-  output, which over-counts strided transposed convolutions;
-* ``nn.MultiheadAttention`` is counted through its projections and products
-  (Torch-Pruning uses a closed formula that also counts query scaling and softmax);
-* functional matmuls/convolutions/attention are counted; subclasses of counted
-  modules, ``Upsample`` subclasses, ``RMSNorm`` and ``Bilinear`` are counted.
+  weight of its group, as fvcore does); Torch-Pruning applies the convolution
+  formula to the output, which over-counts strided transposed convolutions;
+* ``nn.MultiheadAttention`` is counted through its projection and attention
+  products; Torch-Pruning's closed formula also counts the projection biases,
+  query scaling and softmax (about 0.1% of a ViT);
+* ``RNN/LSTM/GRU`` count their weight products per token; Torch-Pruning's formula
+  gives a figure many times larger;
+* functional matmuls/convolutions/attention are counted (Torch-Pruning misses the
+  attention of Swin and MaxViT entirely), and so are subclasses of counted
+  modules, ``Upsample`` subclasses, ``RMSNorm`` and ``Bilinear``.
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 __all__ = ["count_ops_and_params", "count_params"]
 
 _LOG = logging.getLogger(__name__)
+_MISSING = object()
 
 ForwardFn = Callable[[nn.Module, Any], Any]
 ModuleRule = Callable[[nn.Module, Any, Any], int]
@@ -149,32 +160,28 @@ def _rnn_macs(module: nn.Module, inp: Any, out: Any) -> int:
 def _build_module_rules() -> dict[type, ModuleRule]:
     """Map layer classes to their rule; looked up along the MRO of a module's class."""
     rules: dict[type, ModuleRule] = {}
-    groups: list[tuple[tuple[str, ...], ModuleRule]] = [
-        (("Conv1d", "Conv2d", "Conv3d"), _conv_macs),
-        (("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"), _conv_transpose_macs),
-        (("Linear",), _linear_macs),
-        (("Bilinear",), _bilinear_macs),
+    groups: list[tuple[str, ModuleRule]] = [
+        ("Conv1d Conv2d Conv3d", _conv_macs),
+        ("ConvTranspose1d ConvTranspose2d ConvTranspose3d", _conv_transpose_macs),
+        ("Linear", _linear_macs),
+        ("Bilinear", _bilinear_macs),
         (
-            (
-                "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm",
-                "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LayerNorm", "RMSNorm",
-            ),
+            "BatchNorm1d BatchNorm2d BatchNorm3d SyncBatchNorm GroupNorm "
+            "InstanceNorm1d InstanceNorm2d InstanceNorm3d LayerNorm RMSNorm",
             _norm_macs,
         ),
-        (("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "GELU"), _input_elementwise_macs),
+        ("ReLU ReLU6 LeakyReLU PReLU ELU GELU", _input_elementwise_macs),
         (
-            (
-                "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
-                "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",
-                "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
-            ),
+            "MaxPool1d MaxPool2d MaxPool3d AvgPool1d AvgPool2d AvgPool3d "
+            "AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d "
+            "AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d",
             _input_elementwise_macs,
         ),
-        (("Upsample",), _output_elementwise_macs),
-        (("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"), _rnn_macs),
+        ("Upsample", _output_elementwise_macs),
+        ("RNN LSTM GRU RNNCell LSTMCell GRUCell", _rnn_macs),
     ]
     for names, rule in groups:
-        for name in names:
+        for name in names.split():
             cls = getattr(nn, name, None)  # RMSNorm only exists on recent torch
             if cls is not None:
                 rules[cls] = rule
@@ -298,15 +305,124 @@ def _first_input(args: tuple, kwargs: dict) -> Any:
     return next(iter(kwargs.values()), None)
 
 
+class _Uncacheable(Exception):
+    """An op call whose result cannot be replayed from its arguments' metadata."""
+
+
+def _signature(value: Any) -> Any:
+    """Hashable description of an op argument: metadata for tensors, typed values otherwise."""
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "meta":
+            raise _Uncacheable
+        return (value.dtype, tuple(value.shape), value.stride(), value.storage_offset())
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_signature(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple((k, _signature(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError as error:
+        raise _Uncacheable from error
+    # The type keeps 2 and 2.0 apart: they give different result dtypes.
+    return (type(value), value)
+
+
+def _output_spec(out: Any, args: tuple, kwargs: dict) -> Any:
+    """How to rebuild ``out``: fresh empty tensors, or the argument an in-place op returned."""
+    if out is None:
+        return ("none",)
+    if isinstance(out, (list, tuple)):
+        return (type(out), tuple(_output_spec(o, args, kwargs) for o in out))
+    if not isinstance(out, torch.Tensor):
+        raise _Uncacheable
+    for index, arg in enumerate(args):
+        if arg is out:
+            return ("arg", index)
+    for key, arg in kwargs.items():
+        if arg is out:
+            return ("kwarg", key)
+    if out.device.type != "meta" or out.storage_offset() != 0:
+        raise _Uncacheable
+    return ("new", tuple(out.shape), out.stride(), out.dtype)
+
+
+def _rebuild(spec: Any, args: tuple, kwargs: dict) -> Any:
+    kind = spec[0]
+    if kind == "new":
+        return torch.empty_strided(spec[1], spec[2], dtype=spec[3], device="meta")
+    if kind == "arg":
+        return args[spec[1]]
+    if kind == "kwarg":
+        return kwargs[spec[1]]
+    if kind == "none":
+        return None
+    return kind(_rebuild(s, args, kwargs) for s in spec[1])
+
+
+def _returns_views(func: Any) -> bool:
+    """Views share metadata with their base; replaying them as fresh tensors would break that."""
+    schema = getattr(func, "_schema", None)
+    if schema is None:
+        return True
+    return any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+
+
+class _MetaOpCache:
+    """Replays meta-device op results from a previous call with the same argument metadata.
+
+    Many meta kernels (batch norm, layer norm, hardtanh, GELU, addmm, ...) are Python
+    reference implementations that take about a millisecond each; a network repeats
+    the same few shapes, so replaying the output metadata makes counting 5-10x faster.
+    Only ops that return fresh tensors or an in-place argument whose metadata they do
+    not change are cached; results on meta depend on nothing but argument metadata.
+    """
+
+    def __init__(self, max_entries: int = 8192) -> None:
+        self._entries: dict[Any, Any] = {}
+        self._max_entries = max_entries
+
+    def run(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            key = None
+            if not _returns_views(func):
+                # Factory ops without a dtype read the global default dtype.
+                key = (func, torch.get_default_dtype(), _signature(args), _signature(kwargs))
+        except _Uncacheable:
+            key = None
+        spec = self._entries.get(key) if key is not None else None
+        if spec is not None:
+            return _rebuild(spec, args, kwargs)
+        before = key and _signature((args, kwargs))
+        out = func(*args, **kwargs)
+        # Ops that change an argument's metadata (unsqueeze_, resize_, out=) cannot be replayed.
+        if key is not None and _signature((args, kwargs)) == before:
+            self._store(key, out, args, kwargs)
+        return out
+
+    def _store(self, key: Any, out: Any, args: tuple, kwargs: dict) -> None:
+        try:
+            spec = _output_spec(out, args, kwargs)
+        except _Uncacheable:
+            return
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = spec
+
+
+_META_CACHE = _MetaOpCache()
+
+
 class _FunctionalOpCounter(TorchDispatchMode):
     """Sees every ATen op of the forward, so functional matmuls are not missed."""
 
-    def __init__(self, recorder: _MacRecorder) -> None:
+    def __init__(self, recorder: _MacRecorder, cache: _MetaOpCache | None) -> None:
         super().__init__()
         self._recorder = recorder
+        self._cache = cache
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = self._cache.run(func, args, kwargs) if self._cache is not None else func(*args, **kwargs)
         self._recorder.functional(func, args, out)
         return out
 
@@ -321,7 +437,9 @@ def _counting_hooks(model: nn.Module, recorder: _MacRecorder) -> Iterator[None]:
     try:
         for name, module in model.named_modules():
             rule = _rule_for(module)
-            handles.append(module.register_forward_pre_hook(partial(recorder.enter, name, rule), prepend=True))
+            handles.append(
+                module.register_forward_pre_hook(partial(recorder.enter, name, rule), prepend=True)
+            )
             handles.append(
                 module.register_forward_hook(
                     partial(recorder.leave, name, rule), with_kwargs=True, always_call=True
@@ -386,19 +504,24 @@ def _swapped_tensors(
 
 
 @contextlib.contextmanager
-def _restored_tensor_attributes(model: nn.Module) -> Iterator[None]:
-    """Undo plain tensor attributes a forward caches on modules (e.g. old-style weight_norm)."""
-    saved = []
-    for module in model.modules():
-        attrs = vars(module)
-        saved.append((attrs, {k: v for k, v in attrs.items() if isinstance(v, torch.Tensor)}))
+def _restored_attributes(model: nn.Module) -> Iterator[None]:
+    """Undo attributes a forward (re)binds on its modules.
+
+    Forwards cache things on ``self``: old-style ``weight_norm`` sets ``weight``,
+    torchvision's anchor generator moves ``cell_anchors`` to the input's device. After
+    a meta forward those would be meta tensors, so every attribute rebound or added
+    during counting is put back (a shallow restore: in-place edits of a list are not).
+    """
+    saved = [(vars(module), dict(vars(module))) for module in model.modules()]
     try:
         yield
     finally:
         for attrs, before in saved:
-            for key in [k for k, v in attrs.items() if isinstance(v, torch.Tensor) and k not in before]:
+            for key in [k for k in attrs if k not in before]:
                 del attrs[key]
-            attrs.update(before)
+            for key, value in before.items():
+                if attrs.get(key, _MISSING) is not value:
+                    attrs[key] = value
 
 
 @contextlib.contextmanager
@@ -464,16 +587,18 @@ def _record_forward(
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.no_grad())
         stack.enter_context(_eval_flags(model))
-        stack.enter_context(_restored_tensor_attributes(model))
         if on_meta:
             stack.enter_context(_swapped_tensors(model, _to_meta, _to_meta))
             inputs = _map_tensors(example_inputs, _to_meta)
         else:
             stack.enter_context(_swapped_tensors(model, None, _clone))
             inputs = _map_tensors(example_inputs, _clone)
+        # Inside the swap: the swap's own bookkeeping (nn.LSTM._flat_weights) is put
+        # back by the swap itself, what the forward rebinds is put back here first.
+        stack.enter_context(_restored_attributes(model))
         stack.enter_context(_counting_hooks(model, recorder))
         stack.enter_context(_mha_fastpath_disabled())
-        stack.enter_context(_FunctionalOpCounter(recorder))
+        stack.enter_context(_FunctionalOpCounter(recorder, _META_CACHE if on_meta else None))
         _call_model(model, inputs, forward_fn)
     return recorder
 
@@ -494,7 +619,7 @@ def _record(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None)
     """Count on meta first (fast); fall back to a real forward for data-dependent models."""
     try:
         return _record_forward(model, example_inputs, forward_fn, on_meta=True)
-    except Exception as meta_error:  # noqa: BLE001 - any failure on meta means "try for real"
+    except Exception as meta_error:  # any failure on meta means "try for real"
         _LOG.debug("meta forward failed (%s); counting with a real forward", meta_error)
     try:
         return _record_forward(model, example_inputs, forward_fn, on_meta=False)
@@ -571,7 +696,9 @@ def count_ops_and_params(
     """
     _check_model(model, "count_ops_and_params")
     if forward_fn is not None and not callable(forward_fn):
-        raise TypeError(f"count_ops_and_params: `forward_fn` must be callable, got {type(forward_fn).__name__}")
+        raise TypeError(
+            f"count_ops_and_params: `forward_fn` must be callable, got {type(forward_fn).__name__}"
+        )
     recorder = _record(model, example_inputs, forward_fn)
     layer_params = _layer_params(model)
     macs = sum(recorder.macs.values())

@@ -1,0 +1,124 @@
+"""Closed-form output shapes for builtin layers while tracing on the meta device.
+
+Torch's meta kernels for BatchNorm, convolutions and friends are written in Python and
+cost about as much as a small real forward. Layers that the tracer records as units only
+need the *shape* of their output, so during a meta trace their ``forward`` is swapped for
+one of these functions (restored afterwards). Anything unusual (``output_size`` for a
+transposed conv, string padding with dilation...) returns ``None`` from the selector and
+keeps the layer's own forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+_SHAPE_PRESERVING = (
+    nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.PReLU,
+)
+
+
+def _same(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device="meta")
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_fn(conv: nn.modules.conv._ConvNd) -> Callable | None:
+    if isinstance(conv.padding, str):
+        if conv.padding != "valid":
+            return None
+        pads = (0,) * len(conv.kernel_size)
+    else:
+        pads = conv.padding
+    ks, st, dl = conv.kernel_size, conv.stride, conv.dilation
+    out_ch = conv.out_channels
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if args or kwargs:
+            raise RuntimeError("unexpected args")
+        spatial = x.shape[-len(ks):]
+        new = [_conv_out(s_, k, st_, p, d) for s_, k, st_, p, d in zip(spatial, ks, st, pads, dl)]
+        lead = list(x.shape[:-len(ks) - 1])
+        return torch.empty(lead + [out_ch] + new, dtype=x.dtype, device="meta")
+
+    return forward
+
+
+def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd) -> Callable | None:
+    ks, st, pd, dl, op = conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.output_padding
+    if isinstance(pd, str):
+        return None
+    out_ch = conv.out_channels
+
+    def forward(x: torch.Tensor, output_size: Any = None) -> torch.Tensor:
+        if output_size is not None:
+            raise RuntimeError("output_size needs the real forward")
+        spatial = x.shape[-len(ks):]
+        new = [(s_ - 1) * s - 2 * p + d * (k - 1) + o + 1
+               for s_, k, s, p, d, o in zip(spatial, ks, st, pd, dl, op)]
+        lead = list(x.shape[:-len(ks) - 1])
+        return torch.empty(lead + [out_ch] + new, dtype=x.dtype, device="meta")
+
+    return forward
+
+
+def _linear_fn(linear: nn.Linear) -> Callable:
+    out = linear.out_features
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.empty(list(x.shape[:-1]) + [out], dtype=x.dtype, device="meta")
+
+    return forward
+
+
+def _embedding_fn(emb: nn.Embedding) -> Callable:
+    dim, dtype = emb.embedding_dim, emb.weight.dtype
+
+    def forward(idx: torch.Tensor) -> torch.Tensor:
+        return torch.empty(list(idx.shape) + [dim], dtype=dtype, device="meta")
+
+    return forward
+
+
+def fast_forward(module: nn.Module) -> Callable | None:
+    """A shape-only replacement for ``module.forward``, or ``None`` to keep the real one."""
+    if not is_builtin_forward(module):
+        return None
+    if isinstance(module, _SHAPE_PRESERVING) or not isinstance(module, nn.modules.conv._ConvNd | nn.Linear | nn.Embedding):
+        return _same
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return _conv_transpose_fn(module)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return _conv_fn(module)
+    if isinstance(module, nn.Linear):
+        return _linear_fn(module)
+    if isinstance(module, nn.Embedding):
+        return _embedding_fn(module)
+    return None
+
+
+_BUILTIN_FORWARDS = {
+    cls: cls.forward for cls in (
+        nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+        nn.Linear, nn.Embedding, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+        nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.PReLU,
+    )
+}
+
+
+def is_builtin_forward(module: nn.Module) -> bool:
+    """True when ``module`` runs torch's own forward (subclasses may override it)."""
+    for cls, fwd in _BUILTIN_FORWARDS.items():
+        if isinstance(module, cls):
+            return type(module).forward is fwd
+    try:
+        from torchvision.ops.misc import FrozenBatchNorm2d
+    except Exception:  # noqa: BLE001 - torchvision is optional here
+        return False
+    return type(module) is FrozenBatchNorm2d
