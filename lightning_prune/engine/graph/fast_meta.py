@@ -21,8 +21,28 @@ _SHAPE_PRESERVING = (
 )
 
 
-def _same(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=x.dtype, device="meta")
+def _same_fn(module: nn.Module) -> Callable:
+    """Shape-preserving layers; the channel check mirrors torch's own error."""
+    if isinstance(module, nn.LayerNorm):
+        want, dim = tuple(module.normalized_shape), None
+    elif isinstance(module, nn.GroupNorm):
+        want, dim = module.num_channels, 1
+    elif isinstance(module, nn.PReLU):
+        want, dim = (module.num_parameters if module.num_parameters > 1 else None), 1
+    else:
+        want, dim = getattr(module, "num_features", None), 1
+    label = type(module).__name__
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if dim is None:
+            if tuple(x.shape[-len(want):]) != want:
+                raise RuntimeError(f"{label}: expected input with shape [*, {', '.join(map(str, want))}], "
+                                   f"got {list(x.shape)}")
+        elif want is not None and (x.dim() <= dim or x.shape[dim] != want):
+            raise RuntimeError(f"{label}: expected {want} channels in dim {dim}, got input {list(x.shape)}")
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+
+    return forward
 
 
 def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -37,11 +57,13 @@ def _conv_fn(conv: nn.modules.conv._ConvNd) -> Callable | None:
     else:
         pads = conv.padding
     ks, st, dl = conv.kernel_size, conv.stride, conv.dilation
-    out_ch = conv.out_channels
+    out_ch, in_ch = conv.out_channels, conv.in_channels
 
     def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if args or kwargs:
             raise RuntimeError("unexpected args")
+        if x.dim() < len(ks) + 1 or x.shape[-len(ks) - 1] != in_ch:
+            raise RuntimeError(f"{type(conv).__name__}: expected input with {in_ch} channels, got {list(x.shape)}")
         spatial = x.shape[-len(ks):]
         new = [_conv_out(s_, k, st_, p, d) for s_, k, st_, p, d in zip(spatial, ks, st, pads, dl)]
         lead = list(x.shape[:-len(ks) - 1])
@@ -54,11 +76,13 @@ def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd) -> Callable | Non
     ks, st, pd, dl, op = conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.output_padding
     if isinstance(pd, str):
         return None
-    out_ch = conv.out_channels
+    out_ch, in_ch = conv.out_channels, conv.in_channels
 
     def forward(x: torch.Tensor, output_size: Any = None) -> torch.Tensor:
         if output_size is not None:
             raise RuntimeError("output_size needs the real forward")
+        if x.dim() < len(ks) + 1 or x.shape[-len(ks) - 1] != in_ch:
+            raise RuntimeError(f"{type(conv).__name__}: expected input with {in_ch} channels, got {list(x.shape)}")
         spatial = x.shape[-len(ks):]
         new = [(s_ - 1) * s - 2 * p + d * (k - 1) + o + 1
                for s_, k, s, p, d, o in zip(spatial, ks, st, pd, dl, op)]
@@ -69,9 +93,11 @@ def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd) -> Callable | Non
 
 
 def _linear_fn(linear: nn.Linear) -> Callable:
-    out = linear.out_features
+    out, inn = linear.out_features, linear.in_features
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 0 or x.shape[-1] != inn:
+            raise RuntimeError(f"Linear: expected input with {inn} features in the last dim, got {list(x.shape)}")
         return torch.empty(list(x.shape[:-1]) + [out], dtype=x.dtype, device="meta")
 
     return forward
@@ -91,7 +117,7 @@ def fast_forward(module: nn.Module) -> Callable | None:
     if not is_builtin_forward(module):
         return None
     if isinstance(module, _SHAPE_PRESERVING) or not isinstance(module, nn.modules.conv._ConvNd | nn.Linear | nn.Embedding):
-        return _same
+        return _same_fn(module)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return _conv_transpose_fn(module)
     if isinstance(module, nn.modules.conv._ConvNd):

@@ -1,0 +1,210 @@
+"""Dependency graph: the seed example, groups, atomicity, identity, records, bad input."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import assert_same_state, silence_channels, snapshot
+from torch import nn
+from torchvision.models import resnet18
+
+import lightning_prune.engine as tp
+from lightning_prune.engine import PruningError, TraceError
+
+
+@pytest.fixture(scope="module")
+def example():
+    return torch.randn(1, 3, 64, 64)
+
+
+def test_seed_minimal_example_runs_with_only_the_import_changed(tmp_path):
+    # Seed README 003, "A Minimal Example of DepGraph" (pretrained weights -> random init).
+    model = resnet18().eval()
+    DG = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 224, 224))
+    group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[2, 6, 9])
+    if DG.check_pruning_group(group):
+        group.prune()
+    text = group.details()
+    for name in ["bn1", "layer1.0.conv1", "layer1.0.conv2", "layer1.0.bn2", "layer1.1.conv1",
+                 "layer1.1.conv2", "layer1.1.bn2", "layer2.0.conv1", "layer2.0.downsample.0"]:
+        assert f" on {name} (" in text, name
+    assert "(Pruning Root)" in text and "=>" in text
+    assert str(group) == text
+    assert model.conv1.out_channels == 61 and model.bn1.num_features == 61
+    assert model.layer2[0].downsample[0].in_channels == 61
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+    model.zero_grad()
+    torch.save(model, tmp_path / "model.pth")
+    loaded = torch.load(tmp_path / "model.pth", weights_only=False)
+    assert loaded.conv1.out_channels == 61
+
+
+def test_group_iteration_yields_dep_and_idxs(example):
+    model = resnet18().eval()
+    DG = tp.DependencyGraph().build_dependency(model, example)
+    group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[0, 1])
+    dep, idxs = group[0]
+    assert dep.target.module is model.conv1
+    assert dep.handler.__name__ == "prune_out_channels"
+    assert idxs == [0, 1]
+    targets = {d.target.name: (d.handler.__name__, i) for d, i in group}
+    assert targets["bn1"] == ("prune_out_channels", [0, 1])
+    assert targets["layer2.0.downsample.0"] == ("prune_in_channels", [0, 1])
+    assert len(group) == len(list(group))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121", "mobilenet_v2", "resnext50_32x4d", "shufflenet_v2_x0_5"])
+def test_pruning_dead_channels_leaves_outputs_equal(arch):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch).eval()
+    x = torch.randn(2, 3, 64, 64)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    checked = 0
+    for group in list(DG.get_all_groups())[:6]:
+        units = group.units
+        if len(units) < 4:
+            continue
+        idxs = sorted(i for u in units[1:len(units) // 2] for i in u)
+        group = DG.get_pruning_group(group[0].dep.target.module, group[0].dep.handler, idxs)
+        silence_channels(group)
+        with torch.no_grad():
+            before = model(x)
+        group.prune()
+        with torch.no_grad():
+            after = model(x)
+        torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+        checked += 1
+    assert checked >= 3
+
+
+def test_build_restores_mode_and_does_not_touch_the_model():
+    model = resnet18()
+    model.train()
+    model.layer1.eval()
+    before = snapshot(model)
+    hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    tp.DependencyGraph().build_dependency(model, torch.randn(2, 3, 32, 32))
+    assert model.training and not model.layer1.training and model.layer2.training
+    assert_same_state(model, before)  # BN running stats untouched, no attribute written
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == hooks_before
+    assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_build_inside_a_training_loop_keeps_parameters_and_optimizer_valid():
+    model = resnet18(num_classes=10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # stateless: slicing state is the callback's job
+    ids = {id(p) for p in model.parameters()}
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    F.cross_entropy(model(x), y).backward()
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    opt.step()
+    group = DG.get_pruning_group(model.layer3[0].conv1, tp.prune_conv_out_channels, idxs=[0, 3, 5])
+    group.prune()
+    assert {id(p) for p in model.parameters()} == ids  # same Parameter objects
+    assert model.layer3[0].conv1.weight.grad.shape == model.layer3[0].conv1.weight.shape
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    w = model.layer3[0].conv1.weight
+    before = w.detach().clone()
+    opt.step()
+    assert not torch.equal(before, w.detach())
+
+
+def test_group_prune_returns_a_primitive_record_that_survives_weights_only_load():
+    model = resnet18().eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 32, 32))
+    record = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[1, 4]).prune()
+    assert record["tensors"]["conv1.weight"] == [(0, [i for i in range(64) if i not in (1, 4)])]
+    assert record["tensors"]["bn1.running_mean"][0][0] == 0
+    assert record["tensors"]["layer1.0.conv1.weight"][0][0] == 1
+    assert record["attributes"]["conv1.out_channels"] == 62
+    buf = io.BytesIO()
+    torch.save(record, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True) == record
+    assert DG.pruning_history[-1] is record
+
+
+def test_model_outputs_are_protected_unless_asked():
+    model = resnet18(num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    with pytest.raises(PruningError, match="model output"):
+        DG.get_pruning_group(model.fc, tp.prune_linear_out_channels, idxs=[0])
+    assert all(g[0].dep.target.module is not model.fc for g in DG.get_all_groups())
+    DG = tp.DependencyGraph().build_dependency(model, x, protect_outputs=False)
+    DG.get_pruning_group(model.fc, tp.prune_linear_out_channels, idxs=[0]).prune()
+    assert model(x).shape == (1, 9)
+
+
+def test_failed_prune_leaves_the_model_exactly_as_it_was(monkeypatch):
+    model = resnet18().eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 32, 32))
+    group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[1, 2])
+    before = snapshot(model)
+    pruner = tp.get_layer_pruner(model.layer2[0].downsample[0])
+
+    def broken(layer, idxs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(pruner, "prune_in_channels", broken)
+    group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[1, 2])
+    with pytest.raises(PruningError, match="conv1.*unchanged"):
+        group.prune()
+    assert_same_state(model, before)
+    monkeypatch.undo()
+    DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[1, 2]).prune()  # graph still valid
+    assert model.conv1.out_channels == 62
+
+
+def test_removing_every_channel_is_refused():
+    model = resnet18().eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 32, 32))
+    group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=list(range(64)))
+    assert not DG.check_pruning_group(group)
+    before = snapshot(model)
+    with pytest.raises(PruningError, match="remove all 64 channels"):
+        group.prune()
+    assert_same_state(model, before)
+
+
+def test_bad_inputs_get_clear_errors():
+    model = resnet18().eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 32, 32))
+    with pytest.raises(PruningError, match="not a submodule"):
+        DG.get_pruning_group(nn.Conv2d(3, 3, 1), tp.prune_conv_out_channels, idxs=[0])
+    with pytest.raises(PruningError, match=r"out of range for 64 channels"):
+        DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[64])
+    with pytest.raises(TraceError, match="example_inputs"):
+        tp.DependencyGraph().build_dependency(model, torch.randn(1, 5, 32, 32))  # wrong channels
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise ValueError("cannot run")
+
+    with pytest.raises(TraceError, match="could not run"):
+        tp.DependencyGraph().build_dependency(Broken(), torch.randn(1))
+    with pytest.raises(TypeError, match="model"):
+        tp.DependencyGraph().build_dependency("resnet", torch.randn(1))
+    with pytest.raises(TypeError, match="ignored_layers.*class"):
+        list(DG.get_all_groups(ignored_layers=[nn.Linear]))
+    with pytest.raises(ValueError, match="no module named 'layer9'"):
+        list(DG.get_all_groups(ignored_layers=["layer9"]))
+
+
+def test_get_all_groups_respects_ignored_layers_and_root_types():
+    model = resnet18().eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 32, 32))
+    all_roots = [g[0].dep.target.name for g in DG.get_all_groups()]
+    assert "conv1" in all_roots and "fc" not in all_roots
+    ignored = [g[0].dep.target.name for g in DG.get_all_groups(ignored_layers=[model.conv1])]
+    assert "conv1" not in ignored and "layer1.0.conv2" not in ignored  # same group as conv1
+    linear_only = list(DG.get_all_groups(root_module_types=[nn.Linear]))
+    assert linear_only == []  # the only Linear is the protected classifier
+    by_name = [g[0].dep.target.name for g in DG.get_all_groups(ignored_layers=["layer4"])]
+    assert not any(n.startswith("layer4") for n in by_name)
