@@ -148,3 +148,62 @@ def is_builtin_forward(module: nn.Module) -> bool:
     except Exception:  # noqa: BLE001 - torchvision is optional here
         return False
     return type(module) is FrozenBatchNorm2d
+
+
+# ----------------------------------------------------------------------------- element-wise
+_UNARY = frozenset({
+    "relu", "relu_", "relu6", "gelu", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardswish",
+    "hardswish_", "hardsigmoid", "hardsigmoid_", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu",
+    "elu_", "mish", "dropout", "dropout_", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d",
+    "dropout3d", "contiguous", "clone", "detach", "softmax", "log_softmax", "__neg__", "neg", "abs", "exp", "sqrt",
+    "rsqrt", "square", "erf", "sign", "clamp", "clamp_", "clamp_min", "clamp_max", "softplus", "selu", "celu",
+    "glu_", "sin", "cos", "log", "reciprocal",
+})
+_BINARY = frozenset({
+    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__add__", "__radd__", "__iadd__", "__sub__",
+    "__rsub__", "__isub__", "__mul__", "__rmul__", "__imul__", "__truediv__", "__rtruediv__", "__itruediv__",
+    "maximum", "minimum", "pow", "__pow__",
+})
+
+
+def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """Broadcast two shapes (a fast stand-in for torch.broadcast_shapes)."""
+    if a == b:
+        return a
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise RuntimeError(f"shapes {a} and {b} do not broadcast")
+    return tuple(out)
+
+
+def fast_elementwise(name: str, args: tuple, kwargs: dict) -> Any:
+    """Output of a common element-wise op on meta tensors, or ``NotImplemented``.
+
+    Torch's meta kernels for these ops are Python references costing ~0.5 ms each; the
+    result is fully determined by broadcasting and type promotion, so compute it here.
+    """
+    if name in _UNARY:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or x.device.type != "meta" or "dtype" in kwargs:
+            return NotImplemented
+        if kwargs.get("inplace") or name.endswith("_"):
+            return x
+        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+    if name in _BINARY and len(args) >= 2 and not kwargs.get("out"):
+        a, b = args[0], args[1]
+        ta, tb = isinstance(a, torch.Tensor), isinstance(b, torch.Tensor)
+        if not (ta or tb) or (ta and a.device.type != "meta") or (tb and b.device.type != "meta"):
+            return NotImplemented
+        if name.endswith("_") or name.startswith("__i"):
+            return a if ta else NotImplemented
+        shape = broadcast(tuple(a.shape) if ta else (), tuple(b.shape) if tb else ())
+        return torch.empty(shape, dtype=torch.result_type(a, b), device="meta")
+    return NotImplemented

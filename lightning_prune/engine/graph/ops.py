@@ -18,6 +18,7 @@ import torch
 
 from . import ops_math as m
 from . import ops_shape as s
+from .fast_meta import broadcast
 from .state import TraceState, is_tensor
 
 _SHAPE_RULES = {
@@ -142,9 +143,11 @@ def apply_rule(st: TraceState, func: Any, args: tuple, kwargs: dict, out: Any) -
     if base in m._REDUCTIONS and is_tensor(args[0]) and m.rule_reduction(st, base, args, kwargs, out):
         return
     # Generic fallbacks.
-    shapes = [list(t.shape) for t in inputs]
     try:
-        bshape = list(torch.broadcast_shapes(*[tuple(sh) for sh in shapes]))
+        shape: tuple[int, ...] = ()
+        for t in inputs:
+            shape = broadcast(shape, tuple(t.shape))
+        bshape = list(shape)
     except RuntimeError:
         bshape = None
     if bshape is not None and list(outs[0].shape) == bshape:

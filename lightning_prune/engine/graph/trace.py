@@ -24,9 +24,9 @@ from torch.utils import _pytree as pytree
 
 from ..pruning import get_layer_pruner
 from . import layer_rules
-from .fast_meta import fast_forward, is_builtin_forward
+from .fast_meta import fast_elementwise, fast_forward, is_builtin_forward
 from .labels import ElementTable, Label
-from .ops import apply_rule
+from .ops import apply_rule, op_name
 from .state import TraceState, is_tensor
 
 _MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
@@ -64,7 +64,11 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = NotImplemented
+        if self.tracer.device == "meta":
+            out = fast_elementwise(op_name(func), args, kwargs)
+        if out is NotImplemented:
+            out = func(*args, **kwargs)
         if self.tracer.depth == 0:
             if out is None and getattr(func, "__name__", "") != "__setitem__":
                 return out
@@ -233,8 +237,11 @@ class Tracer:
             for m, mode in modes:
                 m.training = mode
 
+    device = "meta"
+
     def _run_once_in_mode(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> Any:
         model = self.model
+        self.device = device
         stand_ins: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
             stand_ins[name] = _stand_in(p, device, clone=False)

@@ -1,0 +1,178 @@
+"""Graph-build benchmark: our DependencyGraph against Torch-Pruning's, in one run.
+
+    python benchmarks/graph_build.py [--repeats 5] [--skip-scaling] [--skip-1b]
+
+Prints the median build time for torchvision models and, when ``torch_pruning`` is
+installed, its time and the ratio ours/theirs measured in the same process. Then builds
+ResNet-style stacks of growing depth (build time should grow linearly) and a ~1 B
+parameter transformer, printing time and peak extra memory (RSS high-water mark).
+
+Torch-Pruning is used here only as a baseline; lightning_prune never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+import lightning_prune.engine as lp
+
+MODELS = ["resnet50", "vit_b_16", "densenet121", "convnext_tiny", "mobilenet_v3_large"]
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up (imports, lazy init)
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def torch_pruning_or_none():
+    try:
+        import torch_pruning
+
+        return torch_pruning
+    except ImportError:
+        return None
+
+
+def bench_zoo(repeats: int) -> None:
+    tp = torch_pruning_or_none()
+    print(f"{'model':22s} {'ours (ms)':>10s} {'torch-pruning (ms)':>19s} {'ours/theirs':>12s}")
+    for name in MODELS:
+        model = tvm.get_model(name).eval()
+        x = torch.randn(1, 3, 224, 224)
+        ours = median_ms(lambda: lp.DependencyGraph().build_dependency(model, x), repeats)
+        if tp is not None:
+            theirs = median_ms(lambda: tp.DependencyGraph().build_dependency(model, x), repeats)
+            print(f"{name:22s} {ours:10.1f} {theirs:19.1f} {ours / theirs:11.2f}x")
+        else:
+            print(f"{name:22s} {ours:10.1f} {'(not installed)':>19s}")
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+def deep_resnet(blocks: int, c: int = 16) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, c, 3, padding=1), *[Block(c) for _ in range(blocks)],
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = (f(x).view(B, N, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+        out = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(out.transpose(1, 2).reshape(B, N, -1))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = Attention(d, heads)
+        self.up, self.down = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.down(nn.functional.gelu(self.up(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab: int = 32000, d: int = 2048, layers: int = 20, heads: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.blocks = nn.Sequential(*[DecoderBlock(d, heads) for _ in range(layers)])
+        self.norm = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx):
+        return self.lm_head(self.norm(self.blocks(self.embed(idx))))
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_extra_mb(fn) -> tuple[float, float]:
+    """Run ``fn`` once; (seconds, peak RSS above the starting RSS in MB)."""
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the RSS high-water mark
+    except OSError:
+        pass
+    start = _rss_kb("VmRSS")
+    t0 = time.perf_counter()
+    fn()
+    secs = time.perf_counter() - t0
+    return secs, max(0, _rss_kb("VmHWM") - start) / 1024
+
+
+def bench_scaling() -> None:
+    print("\nDepth scaling (ResNet-style stack, 16 channels, 1x3x16x16):")
+    print(f"{'blocks':>7s} {'build (ms)':>11s} {'ms/block':>9s} {'peak extra MB':>14s}")
+    for blocks in (50, 200, 800):
+        model = deep_resnet(blocks).eval()
+        x = torch.randn(1, 3, 16, 16)
+        lp.DependencyGraph().build_dependency(model, x)
+        secs, mb = peak_extra_mb(lambda: lp.DependencyGraph().build_dependency(model, x))
+        print(f"{blocks:7d} {1000 * secs:11.1f} {1000 * secs / blocks:9.2f} {mb:14.1f}")
+
+
+def bench_1b() -> None:
+    with torch.device("meta"):
+        model = GPT()
+    model = model.to_empty(device="cpu")  # real CPU tensors, no time spent on init
+    n = sum(p.numel() for p in model.parameters())
+    idx = torch.randint(0, 32000, (1, 128))
+    secs, mb = peak_extra_mb(lambda: lp.DependencyGraph().build_dependency(model, idx))
+    print(f"\n~1B transformer ({n / 1e9:.2f} B params, 20 blocks, d=2048): build {secs:.2f} s, "
+          f"peak extra memory {mb:.0f} MB (target: under 10 s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="graph-build benchmark")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--skip-1b", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bench_zoo(args.repeats)
+    if not args.skip_scaling:
+        bench_scaling()
+    if not args.skip_1b:
+        bench_1b()
+
+
+if __name__ == "__main__":
+    main()
