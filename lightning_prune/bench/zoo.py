@@ -60,9 +60,10 @@ def task_of(name: str) -> str:
     return "classification"
 
 
-def example_inputs_for(name: str, task: str) -> Any:
+def example_inputs_for(name: str, task: str, image_size: int | None = None) -> Any:
+    """Random inputs of the shape ``name`` expects; ``image_size`` shrinks images for speed."""
     if task == "detection":
-        return ([torch.rand(3, 224, 224)],)
+        return ([torch.rand(3, image_size or 224, image_size or 224)],)
     if task == "video":
         if name.startswith(("mvit", "s3d")):
             return torch.randn(1, 3, 16, 224, 224)
@@ -72,10 +73,10 @@ def example_inputs_for(name: str, task: str) -> Any:
     if task == "optical_flow":
         return (torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128))
     if task == "segmentation":
-        return torch.randn(1, 3, 224, 224)
+        return torch.randn(1, 3, image_size or 224, image_size or 224)
     size = 299 if name == "inception_v3" else 224
-    if name.startswith(("vit_h_14",)):
-        size = 224
+    if image_size and not name.startswith(("vit_", "inception", "maxvit")):
+        size = image_size
     return torch.randn(1, 3, size, size)
 
 
@@ -156,14 +157,14 @@ def prune_by_ratio(DG: DependencyGraph, ratio: float, ignored_layers: list[Any],
     return total, pruned, skipped
 
 
-def check_model(name: str, ratio: float = 0.5) -> ZooResult:
+def check_model(name: str, ratio: float = 0.5, image_size: int | None = None) -> ZooResult:
     """Prune ``name`` by ``ratio`` of its channels and check it still works."""
     task = task_of(name)
     res = ZooResult(name, ok=False)
     try:
         torch.manual_seed(0)
         model = build_model(name, task).eval()
-        inputs = example_inputs_for(name, task)
+        inputs = example_inputs_for(name, task, image_size)
         with torch.no_grad():
             before = _run(model, inputs)
         sig = _detection_signature(before) if task == "detection" else _outputs_signature(before)

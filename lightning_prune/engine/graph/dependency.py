@@ -126,6 +126,8 @@ class DependencyGraph:
         self._space_index = {sp.key: i for i, sp in enumerate(self.spaces)}
         self._comp = result.table.components()
         self._frozen = int(self._comp[0])
+        self._order = torch.argsort(self._comp, stable=True)
+        self._comp_sorted = self._comp[self._order]
         n = result.table.size
         sens = result.table.sensitive_mask()
         self._comp_sensitive = torch.zeros(n, dtype=torch.bool)
@@ -216,9 +218,20 @@ class DependencyGraph:
             )
         return self._group_from(i, comps)
 
+    def _members(self, comps: torch.Tensor) -> torch.Tensor:
+        """Live elements of the given components, via the component-sorted index."""
+        lo = torch.searchsorted(self._comp_sorted, comps)
+        hi = torch.searchsorted(self._comp_sorted, comps, right=True)
+        lens = hi - lo
+        total = int(lens.sum())
+        if total == 0:
+            return torch.zeros(0, dtype=torch.long)
+        offsets = torch.repeat_interleave(lo - (torch.cumsum(lens, 0) - lens), lens)
+        elems = self._order[torch.arange(total) + offsets]
+        return elems[self._alive[elems]]
+
     def _group_from(self, root: int, comps: torch.Tensor) -> Group:
-        mask = torch.isin(self._comp, comps) & self._alive
-        elems = mask.nonzero().flatten()
+        elems = self._members(comps)
         spaces = self._elem_space[elems]
         pos = self._elem_pos[elems]
         targets: dict[int, list[int]] = {}
