@@ -52,9 +52,9 @@ def bench_zoo(repeats: int) -> None:
     for name in MODELS:
         model = tvm.get_model(name).eval()
         x = torch.randn(1, 3, 224, 224)
-        ours = median_ms(lambda: lp.DependencyGraph().build_dependency(model, x), repeats)
+        ours = median_ms(lambda m=model, x=x: lp.DependencyGraph().build_dependency(m, x), repeats)
         if tp is not None:
-            theirs = median_ms(lambda: tp.DependencyGraph().build_dependency(model, x), repeats)
+            theirs = median_ms(lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, x), repeats)
             print(f"{name:22s} {ours:10.1f} {theirs:19.1f} {ours / theirs:11.2f}x")
         else:
             print(f"{name:22s} {ours:10.1f} {'(not installed)':>19s}")
@@ -144,7 +144,7 @@ def bench_scaling() -> None:
         model = deep_resnet(blocks).eval()
         x = torch.randn(1, 3, 16, 16)
         lp.DependencyGraph().build_dependency(model, x)
-        secs, mb = peak_extra_mb(lambda: lp.DependencyGraph().build_dependency(model, x))
+        secs, mb = peak_extra_mb(lambda m=model, x=x: lp.DependencyGraph().build_dependency(m, x))
         print(f"{blocks:7d} {1000 * secs:11.1f} {1000 * secs / blocks:9.2f} {mb:14.1f}")
 
 

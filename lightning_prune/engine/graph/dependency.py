@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -135,7 +134,7 @@ class DependencyGraph:
         self._alive = torch.ones(n, dtype=torch.bool)
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
-        for i, sp in enumerate(self.spaces):
+        for i in range(len(self.spaces)):
             self._index_space(i)
         self._tensor_names = tensor_names(model)
         self.unreached_modules = [

@@ -102,7 +102,7 @@ class Tracer:
         #: with a user pruner. Subclasses that override forward (torchvision's LayerNorm2d
         #: permutes around F.layer_norm) are traced op by op instead.
         self.units: set[int] = set()
-        for name, mod in self.modules.items():
+        for mod in self.modules.values():
             pr = get_layer_pruner(mod, self.customized)
             if pr is not None:
                 self.pruners[id(mod)] = pr
@@ -255,7 +255,7 @@ class Tracer:
         handles = []
         snapshot = _snapshot_attributes(model)
         try:
-            for name, mod in self.modules.items():
+            for mod in self.modules.values():
                 if id(mod) in self.units:
                     handles.append(mod.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
                     handles.append(mod.register_forward_hook(self._post_hook, with_kwargs=True))
