@@ -28,7 +28,7 @@ from torch import nn
 from ..pruning import get_layer_pruner
 from ..pruning.base import PruningError
 from ..records import recording, tensor_names
-from .group import Dependency, Group, GroupItem, Node
+from .group import Dependency, Group, GroupItem, Idxs, Node
 from .snapshot import ModelSnapshot, sync_ancestor_widths
 from .trace import Space, TraceError, Tracer, _call, _functional, _stand_in
 
@@ -238,14 +238,23 @@ class DependencyGraph:
         for s, p in zip(spaces[order].tolist(), pos[order].tolist()):
             if s >= 0:
                 targets.setdefault(s, []).append(p)
-        items = self._dependency_items(root, targets)
-        sensitive = bool(self._comp_sensitive[comps].any())
-        group = Group(self, items, [(s, p) for s, p in targets.items()], sensitive)
         root_elems = self.spaces[root].elems
         root_pos = torch.as_tensor(targets.get(root, []), dtype=torch.long)
         units: dict[int, list[int]] = {}
         for c, p in zip(self._comp[root_elems[root_pos]].tolist(), root_pos.tolist()):
             units.setdefault(c, []).append(p)
+        unit_comps = torch.as_tensor(list(units.keys()), dtype=torch.long)
+        order = torch.argsort(unit_comps)
+        sorted_comps = unit_comps[order]
+        unit_first = torch.as_tensor([u[0] for u in units.values()], dtype=torch.long)
+        origin: dict[int, tuple[list[int], list[int]]] = {}
+        for s, pos in targets.items():
+            c = self._comp[self.spaces[s].elems[torch.as_tensor(pos, dtype=torch.long)]]
+            u = order[torch.searchsorted(sorted_comps, c).clamp(max=max(len(units) - 1, 0))]
+            origin[s] = (unit_first[u].tolist(), u.tolist())
+        items = self._dependency_items(root, targets, origin)
+        sensitive = bool(self._comp_sensitive[comps].any())
+        group = Group(self, items, [(s, p) for s, p in targets.items()], sensitive)
         group.units = list(units.values())
         return group
 
@@ -261,13 +270,14 @@ class DependencyGraph:
             return ParameterHandler(sp.dim)
         return sp.pruner.prune_in_channels if sp.role == "in" else sp.pruner.prune_out_channels
 
-    def _dependency_items(self, root: int, targets: dict[int, list[int]]) -> list[GroupItem]:
+    def _dependency_items(self, root: int, targets: dict[int, list[int]],
+                          origin: dict[int, tuple[list[int], list[int]]]) -> list[GroupItem]:
         by_name: dict[str, list[int]] = {}
         for s in targets:
             by_name.setdefault(self.spaces[s].name, []).append(s)
         root_name = self.spaces[root].name
         items = [GroupItem(Dependency(self._handler(root), self._handler(root), self._node(root),
-                                      self._node(root)), targets.get(root, []))]
+                                      self._node(root)), Idxs(targets.get(root, []), *origin.get(root, ([], []))))]
         seen = {root}
         adjacency: dict[str, set[str]] = {}
         for a, b in self._edges:
@@ -282,22 +292,23 @@ class DependencyGraph:
                 if s not in seen:
                     seen.add(s)
                     queue.append(s)
-                    items.append(self._item(src, s, targets))
+                    items.append(self._item(src, s, targets, origin))
             for nb in sorted(adjacency.get(src_name, ())):
                 for s in by_name[nb]:
                     if s not in seen:
                         seen.add(s)
                         queue.append(s)
-                        items.append(self._item(src, s, targets))
+                        items.append(self._item(src, s, targets, origin))
         for s in targets:
             if s not in seen:
-                items.append(self._item(root, s, targets))
+                items.append(self._item(root, s, targets, origin))
         del root_name
         return items
 
-    def _item(self, src: int, dst: int, targets: dict[int, list[int]]) -> GroupItem:
+    def _item(self, src: int, dst: int, targets: dict[int, list[int]],
+              origin: dict[int, tuple[list[int], list[int]]]) -> GroupItem:
         dep = Dependency(self._handler(src), self._handler(dst), self._node(src), self._node(dst))
-        return GroupItem(dep, targets[dst])
+        return GroupItem(dep, Idxs(targets[dst], *origin[dst]))
 
     def check_pruning_group(self, group: Group) -> bool:
         """``True`` when pruning ``group`` leaves at least one channel in every layer."""
@@ -413,6 +424,38 @@ class DependencyGraph:
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
         self.pruning_history.append(record)
         return record
+
+    def _soft_apply(self, group: Group) -> dict:
+        """Record what :meth:`_apply` would remove, undo it, and zero those slices instead."""
+        problem = self._problem(group)
+        if problem is not None:
+            raise PruningError(f"cannot prune group rooted at {group[0].dep.target.name}: {problem}")
+        touched_modules = [self.spaces[s].module for s, _ in group._targets if self.spaces[s].module is not None]
+        touched_tensors = [self.spaces[s].param for s, _ in group._targets if self.spaces[s].param is not None]
+        snapshot = ModelSnapshot(self.model, self._modules, touched_modules, touched_tensors)
+        try:
+            with recording(self._tensor_names) as rec:
+                for fn, target, idxs in self._calls(group):
+                    fn(target, idxs)
+        finally:
+            snapshot.restore()
+        by_name = dict(self.model.named_parameters())  # statistics buffers are left alone
+        zeroed: dict[str, list] = {}
+        with torch.no_grad():
+            for name, slices in rec.record.items():
+                t = by_name.get(name)
+                if t is None or name.endswith("num_batches_tracked"):
+                    continue
+                kept_dims: dict[int, list[int]] = {}
+                for dim, keep in slices:
+                    prev = kept_dims.get(dim, list(range(t.shape[dim])))
+                    kept_dims[dim] = [prev[i] for i in keep]
+                for dim, keep in kept_dims.items():
+                    removed = sorted(set(range(t.shape[dim])) - set(keep))
+                    if removed:
+                        t.index_fill_(dim, torch.as_tensor(removed, dtype=torch.long, device=t.device), 0)
+                        zeroed.setdefault(name, []).append((dim, removed))
+        return {"tensors": zeroed, "attributes": {}}
 
     def _calls(self, group: Group) -> list[tuple[Any, Any, list[int]]]:
         calls = []

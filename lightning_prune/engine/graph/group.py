@@ -52,9 +52,27 @@ class Dependency:
                 f"{_fn_name(self.handler)} on {self.target!r}")
 
 
+class Idxs(list):
+    """Indices of one group item (a plain ``list``), plus where each one comes from.
+
+    ``root_idxs[k]`` is the root index whose removal removes ``self[k]`` (the first one,
+    when a unit spans several root indices); ``units[k]`` is the position in
+    ``group.units`` of that unit. Importance criteria use them to add up scores of
+    coupled channels across layers.
+    """
+
+    root_idxs: list[int]
+    units: list[int]
+
+    def __init__(self, values: list[int], root_idxs: list[int] | None = None, units: list[int] | None = None):
+        super().__init__(values)
+        self.root_idxs = list(root_idxs) if root_idxs is not None else list(values)
+        self.units = list(units) if units is not None else list(range(len(values)))
+
+
 class GroupItem(NamedTuple):
     dep: Dependency
-    idxs: list[int]
+    idxs: Idxs
 
 
 def _fn_name(fn: Any) -> str:
@@ -74,6 +92,10 @@ class Group:
         #: Usually one channel per unit; more when a layer ties channels, e.g. the same
         #: offset in every attention head or every group of a grouped conv.
         self.units: list[list[int]] = [[i] for i in (items[0].idxs if items else [])]
+
+    @property
+    def root_idxs(self) -> list[int]:
+        return list(self._items[0].idxs) if self._items else []
 
     # -- sequence protocol -------------------------------------------------------------
     def __iter__(self) -> Iterator[GroupItem]:
@@ -103,6 +125,13 @@ class Group:
             root = self._items[0].dep
             return self._graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
         return self._graph._apply(self)
+
+    def soft_prune(self) -> dict:
+        """Zero the group's channels instead of removing them (try before you commit).
+
+        Returns the record of the zeroed slices (same format as :meth:`prune`).
+        """
+        return self._graph._soft_apply(self)
 
     def details(self) -> str:
         lines = ["-" * 32, " " * 10 + "Pruning Group", "-" * 32]
