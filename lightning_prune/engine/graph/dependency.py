@@ -29,7 +29,7 @@ from ..pruning import get_layer_pruner
 from ..pruning.base import PruningError
 from ..records import recording, tensor_names
 from .group import Dependency, Group, GroupItem, Idxs, Node
-from .snapshot import ModelSnapshot, sync_ancestor_widths
+from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
 from .trace import Space, TraceError, Tracer, _call, _functional, _stand_in
 
 __all__ = ["DependencyGraph", "TraceError"]
@@ -74,6 +74,7 @@ class DependencyGraph:
         verbose: bool = True,
         protect_outputs: bool = True,
         ignored_params: Any = None,
+        split_mode: str = "offsets",
     ) -> DependencyGraph:
         """Trace ``model`` once on ``example_inputs`` and compute its channel groups.
 
@@ -89,24 +90,30 @@ class DependencyGraph:
             customized_pruners: ``{LayerClass: pruner}`` for custom layers.
             protect_outputs: keep every dim that reaches a model output (default). Pass
                 ``False`` only if you really want output widths to change.
+            split_mode: how a channel dim split into blocks (attention heads, chunks) is
+                coupled: ``"offsets"`` removes the same offsets from every head (head dims),
+                ``"blocks"`` removes whole heads.
         """
+        if split_mode not in ("offsets", "blocks"):
+            raise ValueError(f"split_mode must be 'offsets' or 'blocks', got {split_mode!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"build_dependency: `model` must be an nn.Module, got {type(model).__name__}")
         # A full cyclic-GC pass over torch's ~10^5 live objects can cost more than the whole
         # trace; nothing built here needs the cycle collector, so pause it for the build.
         with _gc_paused():
             self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
-                        customized_pruners, protect_outputs, ignored_params)
+                        customized_pruners, protect_outputs, ignored_params, split_mode)
         if verbose and self.unknown_ops:
             logger.info("channels touched by ops without a rule were kept whole: %s", self.unknown_ops)
         return self
 
     def _build(self, model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
-               customized_pruners, protect_outputs, ignored_params) -> None:
+               customized_pruners, protect_outputs, ignored_params, split_mode) -> None:
         self.model = model
         self.customized_pruners = dict(customized_pruners or {})
         unwrapped = _normalize_unwrapped(model, unwrapped_parameters)
-        tracer = Tracer(model, self.customized_pruners, unwrapped)
+        self.split_mode = split_mode
+        tracer = Tracer(model, self.customized_pruners, unwrapped, split_mode)
         tracer._unwrapped_exclusive = unwrapped is not None
         result = tracer.run(example_inputs, forward_fn, output_transform, protect_outputs)
         ignored = _normalize_unwrapped(model, ignored_params) or {}
@@ -131,6 +138,8 @@ class DependencyGraph:
         sens = result.table.sensitive_mask()
         self._comp_sensitive = torch.zeros(n, dtype=torch.bool)
         self._comp_sensitive[self._comp[sens]] = True
+        self._comp_heads = torch.zeros(n, dtype=torch.bool)
+        self._comp_heads[self._comp[result.table.heads_mask()]] = True
         self._alive = torch.ones(n, dtype=torch.bool)
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
@@ -256,7 +265,19 @@ class DependencyGraph:
         sensitive = bool(self._comp_sensitive[comps].any())
         group = Group(self, items, [(s, p) for s, p in targets.items()], sensitive)
         group.units = list(units.values())
+        group._root = root
+        group._unit_comps = list(units.keys())
+        group.is_head_group = bool(self._comp_heads[comps].any())
         return group
+
+    def group_for_units(self, group: Group, units: Sequence[int]) -> Group:
+        """The sub-group of ``group`` that removes the given units (indices into ``group.units``).
+
+        Units are tracked by component, so this stays right even after other groups were
+        pruned since ``group`` was made and its root positions shifted.
+        """
+        comps = torch.as_tensor([group._unit_comps[u] for u in units], dtype=torch.long)
+        return self._group_from(group._root, comps)
 
     def _node(self, i: int) -> Node:
         sp = self.spaces[i]
@@ -402,6 +423,7 @@ class DependencyGraph:
                     if sp.module is not None:
                         sync_ancestor_widths(self._modules, self._pruners, sp.name,
                                              old_sizes[s], old_sizes[s] - len(pos))
+                self._sync_block_counts(group)
             if group.sensitive:
                 err = self.dry_run()
                 if err is not None:
@@ -424,6 +446,29 @@ class DependencyGraph:
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
         self.pruning_history.append(record)
         return record
+
+    def _sync_block_counts(self, group: Group) -> None:
+        """Keep ``num_heads`` / ``head_dim``-style attributes of attention modules in sync.
+
+        When units span several channels (same offset in every head, or whole heads), the
+        number of units *is* the head dim (offsets mode) or the head count (blocks mode).
+        """
+        root = getattr(group, "_root", None)
+        if root is None or not group.units or len(group.units[0]) < 2:
+            return
+        total = self._unit_total(group)
+        removed = {p for p in group[0].idxs}
+        gone = sum(1 for u in group.units if u[0] in removed)
+        names = HEAD_COUNT_ATTRIBUTES if self.split_mode == "blocks" else HEAD_DIM_ATTRIBUTES
+        for s, _ in group._targets:
+            sp = self.spaces[s]
+            if sp.module is not None:
+                sync_ancestor_widths(self._modules, self._pruners, sp.name, total, total - gone, names)
+
+    def _unit_total(self, group: Group) -> int:
+        root_space = self.spaces[group._root]
+        comps = torch.unique(self._comp[root_space.elems])
+        return int((comps != self._frozen).sum()) if len(group.units[0]) > 1 else len(group.units)
 
     def _soft_apply(self, group: Group) -> dict:
         """Record what :meth:`_apply` would remove, undo it, and zero those slices instead."""

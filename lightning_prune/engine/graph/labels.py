@@ -32,6 +32,7 @@ class ElementTable:
         self._edges_a: list[torch.Tensor] = []
         self._edges_b: list[torch.Tensor] = []
         self._sensitive: list[torch.Tensor] = []
+        self._heads: list[torch.Tensor] = []
 
     def alloc(self, n: int) -> Label:
         start = self.size
@@ -81,6 +82,17 @@ class ElementTable:
         """
         if a is not None and a.numel():
             self._sensitive.append(a.reshape(-1))
+
+    def mark_heads(self, a: Label | None) -> None:
+        """Flag elements coupled as whole blocks (attention heads) in ``blocks`` mode."""
+        if a is not None and a.numel():
+            self._heads.append(a.reshape(-1))
+
+    def heads_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        if self._heads:
+            mask[torch.cat(self._heads)] = True
+        return mask
 
     def components(self) -> torch.Tensor:
         """Component id (the smallest element id in it) for every element."""

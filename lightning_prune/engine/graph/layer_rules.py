@@ -194,7 +194,12 @@ def _rule_mha(tracer: Tracer, mha: nn.MultiheadAttention, pruner: Any, args: tup
               output: Any, here: frozenset) -> None:
     st = tracer.state
     space, _ = layer_spaces(tracer, mha, pruner)
-    _unify_groups(tracer, space, mha.num_heads)
+    if tracer.state.split_mode == "blocks" and space is not None and mha.num_heads > 1:
+        grid = space.view(mha.num_heads, -1)  # whole heads
+        tracer.table.unify_broadcast(grid, grid[:, :1])
+        tracer.table.mark_heads(grid[:, 0])
+    else:
+        _unify_groups(tracer, space, mha.num_heads)
     names = ("query", "key", "value")
     qkv = [args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(names)]
     q = qkv[0]

@@ -99,13 +99,17 @@ def _split_label(st: TraceState, flat: Label, sizes: list[int]) -> list[Label | 
         if torch.equal(line.view(shape).expand(sizes), grid):
             out[k] = line
             return out
-    k = big[-1]
+    # "offsets": the innermost dim carries the channels (same offset in every block).
+    # "blocks": the next dim out carries whole blocks (attention heads removed whole).
+    k = big[-2] if st.split_mode == "blocks" else big[-1]
     idx = [0] * len(sizes)
     idx[k] = slice(None)
     line = grid[tuple(idx)]
     shape = [1] * len(sizes)
     shape[k] = sizes[k]
     st.table.unify_broadcast(grid, line.view(shape))
+    if st.split_mode == "blocks":
+        st.table.mark_heads(line)
     out[k] = line
     return out
 

@@ -23,6 +23,10 @@ WIDTH_ATTRIBUTES = (
 )
 
 
+HEAD_COUNT_ATTRIBUTES = ("num_heads", "heads", "n_heads", "num_attention_heads", "n_head", "num_head")
+HEAD_DIM_ATTRIBUTES = ("head_dim", "dim_head", "attention_head_size", "head_size", "d_head")
+
+
 def _primitive(value: Any) -> bool:
     if isinstance(value, _PRIMITIVE):
         return True
@@ -93,7 +97,7 @@ _MISSING = object()
 
 
 def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any], name: str,
-                         old: int, new: int) -> None:
+                         old: int, new: int, attributes: tuple[str, ...] = WIDTH_ATTRIBUTES) -> None:
     """Update width attributes (``hidden_dim``...) of containers above a pruned layer.
 
     torchvision's ViT, for example, reshapes with ``self.hidden_dim``; a stale value would
@@ -106,7 +110,7 @@ def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any],
         anc = modules.get(".".join(parts[:k]))
         if anc is None or id(anc) in pruners:
             continue
-        for attr in WIDTH_ATTRIBUTES:
+        for attr in attributes:
             value = anc.__dict__.get(attr)
             if isinstance(value, int) and not isinstance(value, bool) and value == old:
                 anc.__dict__[attr] = new

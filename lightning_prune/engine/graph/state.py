@@ -29,6 +29,9 @@ class TraceState:
         # Called for tensors seen for the first time (parameters used functionally).
         self.source_labels = None
         self.unknown_ops: dict[str, int] = {}
+        #: How a labeled dim split into blocks is coupled: "offsets" (the same offsets in
+        #: every block, e.g. head dims) or "blocks" (whole blocks, e.g. attention heads).
+        self.split_mode = "offsets"
 
     def labels(self, t: torch.Tensor) -> Labels:
         entry = self._labels.get(id(t))

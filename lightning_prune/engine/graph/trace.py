@@ -83,13 +83,16 @@ class Tracer:
         model: nn.Module,
         customized_pruners: dict | None = None,
         unwrapped_parameters: dict[int, int | None] | None = None,
+        split_mode: str = "offsets",
     ) -> None:
         self.model = model
         self.customized = customized_pruners or {}
         self.unwrapped = unwrapped_parameters  # id(param) -> dim (None: every dim)
+        self.split_mode = split_mode
         self.table = ElementTable()
         self.state = TraceState(self.table)
         self.state.source_labels = self._source_labels
+        self.state.split_mode = split_mode
         self.spaces: list[Space] = []
         self._space_of: dict[tuple, Space] = {}
         self.depth = 0
@@ -210,6 +213,7 @@ class Tracer:
         self.table = ElementTable()
         self.state = TraceState(self.table)
         self.state.source_labels = self._source_labels
+        self.state.split_mode = self.split_mode
         self.spaces = []
         self._space_of = {}
         self.depth = 0

@@ -38,6 +38,10 @@ class MultiheadAttentionPruner(LayerPruner):
             return layer
         heads = layer.num_heads
         new_embed = embed - len(remove)
+        head_dim = embed // heads
+        removed_heads = _whole_heads(remove, head_dim)
+        if removed_heads is not None and len(removed_heads) < heads:
+            heads = heads - len(removed_heads)  # whole heads go: head_dim stays, num_heads drops
         if new_embed % heads:
             raise PruningError(
                 f"{what}: removing {len(remove)} of {embed} channels leaves {new_embed}, not divisible by "
@@ -68,6 +72,7 @@ class MultiheadAttentionPruner(LayerPruner):
         slice_tensor(out_proj.bias, 0, keep)
         out_proj.in_features = out_proj.out_features = new_embed
         layer.embed_dim = layer.kdim = layer.vdim = new_embed
+        layer.num_heads = heads
         layer.head_dim = new_embed // heads
         return layer
 
@@ -82,3 +87,13 @@ class MultiheadAttentionPruner(LayerPruner):
 
     def get_in_channels(self, layer: nn.Module) -> int:
         return layer.embed_dim
+
+
+def _whole_heads(remove: list[int], head_dim: int) -> list[int] | None:
+    """The heads removed, if ``remove`` is exactly a set of whole heads; else ``None``."""
+    if head_dim <= 1 or len(remove) % head_dim:
+        return None
+    heads = sorted({i // head_dim for i in remove})
+    if len(heads) * head_dim != len(remove):
+        return None
+    return heads

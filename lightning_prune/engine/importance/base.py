@@ -1,0 +1,318 @@
+"""The importance protocol, and the machinery shared by group criteria.
+
+Protocol
+--------
+An importance criterion is a callable ``imp(group) -> torch.Tensor``:
+
+* the result is a 1-D float tensor with one score per **root index**, in the order of
+  ``group[0].idxs`` (so ``len(scores) == len(group[0].idxs)``);
+* higher means more important: a pruner removes the lowest scores first;
+* every value is finite (never ``None``, NaN or inf);
+* the criterion reads the model and never changes it, and it works under
+  ``torch.no_grad()``.
+
+A group holds coupled channels of many layers. Each item's indices carry, through
+``idxs.units``, the *unit* of root indices that removes them (see
+:class:`~lightning_prune.engine.graph.group.Idxs`). :class:`RootMap` turns per-item
+scores into per-root-index scores; :class:`GroupImportance` adds the reduction across
+items and the normalization, so a new criterion only scores one item at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .slices import item_key
+
+__all__ = [
+    "GROUP_REDUCTIONS",
+    "NORMALIZERS",
+    "GroupImportance",
+    "Importance",
+    "RootMap",
+    "normalize_scores",
+    "reduce_scores",
+]
+
+#: Ways to combine the scores that several items give one root index.
+GROUP_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "max", "prod", "first")
+#: Ways to rescale a group's scores (``None`` is the same as ``"none"``).
+NORMALIZERS: tuple[str, ...] = ("mean", "sum", "max", "gaussian", "lamp", "none")
+
+
+class Importance:
+    """Base class of importance criteria: ``__call__(group)`` scores a group's channels.
+
+    Contract (a pruner relies on every point):
+
+    * return a 1-D float tensor of length ``len(group[0].idxs)``; entry ``k`` scores root
+      index ``group[0].idxs[k]``;
+    * higher = more important (pruned last);
+    * all values finite;
+    * do not modify the model (weights, grads, buffers, modes) and work under
+      ``torch.no_grad()``.
+
+    Scores found on other layers of the group map back to root indices through
+    ``idxs.units`` / ``idxs.root_idxs``; :class:`RootMap` does this, and
+    :class:`GroupImportance` is the convenient base for criteria that score one item
+    (layer) at a time. See ``docs/importance.md`` for a worked example.
+    """
+
+    def __call__(self, group: Any) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(group)")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class RootMap:
+    """Maps the channels of any group item to positions in ``group[0].idxs``.
+
+    An item's index ``k`` belongs to unit ``idxs.units[k]``, i.e. to the root indices
+    ``group.units[idxs.units[k]]`` that can only be removed together. When the item has
+    as many indices in a unit as the unit has root indices (the usual case: one-to-one,
+    or the same offset in every attention head), the ``j``-th index of the item in that
+    unit scores the ``j``-th root index of the unit. Otherwise (a channel read twice
+    after ``cat([x, x])``, a bidirectional RNN output) the item's total for the unit is
+    shared evenly by the unit's root indices. Either way, the scores of a unit sum to
+    the item's total for that unit.
+
+    Items without ``units`` (a plain list) are taken to hold root indices.
+    """
+
+    def __init__(self, group: Any) -> None:
+        root = list(group[0].idxs) if len(group) else []
+        self.size = len(root)
+        values = torch.as_tensor(root, dtype=torch.long)
+        self._sorted, self._order = torch.sort(values)
+        units = getattr(group, "units", None) or [[i] for i in root]
+        sizes = torch.as_tensor([len(u) for u in units], dtype=torch.long)
+        self.unit_sizes = sizes
+        self.unit_offsets = torch.cumsum(sizes, 0) - sizes
+        flat = torch.as_tensor([r for u in units for r in u], dtype=torch.long)
+        self.unit_positions = self.positions(flat)
+
+    def positions(self, root_values: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Position of each root index value in ``group[0].idxs`` (``-1`` if absent)."""
+        values = torch.as_tensor(root_values, dtype=torch.long).reshape(-1)
+        if self.size == 0 or values.numel() == 0:
+            return torch.full_like(values, -1)
+        at = torch.searchsorted(self._sorted, values).clamp(max=self.size - 1)
+        found = self._sorted[at] == values
+        return torch.where(found, self._order[at], torch.full_like(values, -1))
+
+    def scatter(self, idxs: Sequence[int], local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-root-index scores of one item, and which root indices it touched.
+
+        Args:
+            idxs: the item's indices (an :class:`Idxs`, or a list of root indices).
+            local: ``[len(idxs)]`` scores of the item's channels.
+
+        Returns:
+            ``(scores, hit)``: float64 ``[size]`` and bool ``[size]``.
+        """
+        local = local.detach().reshape(-1).to("cpu", torch.float64)
+        scores = torch.zeros(self.size, dtype=torch.float64)
+        hit = torch.zeros(self.size, dtype=torch.bool)
+        units = getattr(idxs, "units", None)
+        n_units = self.unit_sizes.numel()
+        if units is None or len(units) != local.numel():
+            pos = self.positions(list(idxs))
+            ok = pos >= 0
+            scores.index_add_(0, pos[ok], local[ok])
+            hit[pos[ok]] = True
+            return scores, hit
+        unit = torch.as_tensor(list(units), dtype=torch.long)
+        ok = (unit >= 0) & (unit < n_units)
+        unit, local = unit[ok], local[ok]
+        if unit.numel() == 0:
+            return scores, hit
+        count = torch.bincount(unit, minlength=n_units)
+        order = torch.argsort(unit, stable=True)
+        sorted_units = unit[order]
+        rank = torch.empty_like(unit)
+        rank[order] = torch.arange(unit.numel()) - torch.searchsorted(sorted_units, sorted_units)
+        matched = count[unit] == self.unit_sizes[unit]
+        # one-to-one: the j-th item index of a unit scores the unit's j-th root index
+        pos = self.unit_positions[self.unit_offsets[unit[matched]] + rank[matched]]
+        good = pos >= 0
+        scores.index_add_(0, pos[good], local[matched][good])
+        hit[pos[good]] = True
+        if bool((~matched).any()):
+            # otherwise: the unit's total is shared evenly by its root indices
+            totals = torch.zeros(n_units, dtype=torch.float64).index_add_(0, unit[~matched], local[~matched])
+            shared = torch.unique(unit[~matched])
+            sizes = self.unit_sizes[shared]
+            starts = torch.repeat_interleave(self.unit_offsets[shared], sizes)
+            within = torch.arange(int(sizes.sum())) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+            pos = self.unit_positions[starts + within]
+            values = torch.repeat_interleave(totals[shared] / sizes, sizes)
+            good = pos >= 0
+            scores.index_add_(0, pos[good], values[good])
+            hit[pos[good]] = True
+        return scores, hit
+
+
+def _choice(value: Any, choices: Sequence[str], argument: str) -> str:
+    if value is None and "none" in choices:
+        return "none"
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    shown = ", ".join(repr(c) for c in choices) + (", None" if "none" in choices else "")
+    raise ValueError(f"{argument} must be one of {shown}; got {value!r}")
+
+
+def check_reduction(value: Any) -> str:
+    """Validate ``group_reduction``; ``ValueError`` names the valid choices."""
+    return _choice(value, GROUP_REDUCTIONS, "group_reduction")
+
+
+def check_normalizer(value: Any) -> str:
+    """Validate ``normalizer``; ``ValueError`` names the valid choices."""
+    return _choice(value, NORMALIZERS, "normalizer")
+
+
+def check_p(p: Any) -> float:
+    """``p`` of a norm must be a finite positive number."""
+    if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or p <= 0:
+        raise ValueError(f"p must be a finite number > 0 (e.g. 1 for L1, 2 for L2); got {p!r}")
+    return float(p)
+
+
+def check_target_types(target_types: Any) -> tuple[type, ...] | None:
+    if target_types is None:
+        return None
+    types = (target_types,) if isinstance(target_types, type) else tuple(target_types)
+    bad = [t for t in types if not isinstance(t, type)]
+    if bad:
+        raise ValueError(f"target_types must be layer classes (e.g. nn.Conv2d); got {bad[0]!r}")
+    return types
+
+
+def reduce_scores(scores: torch.Tensor, hit: torch.Tensor, how: str) -> torch.Tensor:
+    """Combine ``[items, n]`` scores into ``[n]``, using only entries where ``hit``.
+
+    ``mean`` averages over the items that scored a root index; root indices that no
+    item scored get 0.
+    """
+    how = check_reduction(how)
+    n = scores.shape[1] if scores.dim() == 2 else 0
+    if scores.numel() == 0:
+        return torch.zeros(n, dtype=torch.float64)
+    touched = hit.any(0)
+    zero = torch.zeros((), dtype=scores.dtype)
+    if how == "sum":
+        return torch.where(hit, scores, zero).sum(0)
+    if how == "mean":
+        return torch.where(hit, scores, zero).sum(0) / hit.sum(0).clamp(min=1)
+    if how == "max":
+        out = scores.masked_fill(~hit, -math.inf).amax(0)
+    elif how == "prod":
+        out = scores.masked_fill(~hit, 1.0).prod(0)
+    else:  # first: the first item (in group order) that scored the root index
+        first = hit.to(torch.int8).argmax(0, keepdim=True)
+        out = scores.gather(0, first)[0]
+    return torch.where(touched, out, zero)
+
+
+def _lamp(x: torch.Tensor) -> torch.Tensor:
+    """``x_i / sum(x_j for x_j >= x_i)``; ties share the same denominator."""
+    ordered, _ = torch.sort(x)
+    suffix = torch.flip(torch.cumsum(torch.flip(ordered, [0]), 0), [0])
+    denominator = suffix[torch.searchsorted(ordered, x)]
+    return torch.where(denominator > 0, x / denominator.clamp(min=torch.finfo(x.dtype).tiny), torch.zeros_like(x))
+
+
+def normalize_scores(x: torch.Tensor, how: str | None) -> torch.Tensor:
+    """Rescale one group's scores so that groups of different sizes compare.
+
+    Dividing normalizers (``mean``, ``sum``, ``max``) leave the scores unchanged when the
+    denominator is not positive (e.g. all zeros); ``gaussian`` uses the population std
+    and returns ``x - mean`` when the std is 0; ``lamp`` is LAMP (Lee et al., 2021).
+    """
+    how = check_normalizer(how)
+    if how == "none" or x.numel() == 0:
+        return x
+    if how == "lamp":
+        return _lamp(x)
+    if how == "gaussian":
+        centered = x - x.mean()
+        std = x.std(correction=0)
+        return centered / std if std > 0 else centered
+    denominator = {"mean": x.mean, "sum": x.sum, "max": x.max}[how]()
+    return x / denominator if denominator > 0 else x
+
+
+class GroupImportance(Importance):
+    """Base for criteria that score each group item, then combine the items.
+
+    Subclasses implement :meth:`item_scores`; ``__call__`` maps each item's scores to
+    root indices (:class:`RootMap`), combines the items with ``group_reduction`` and
+    rescales with ``normalizer``.
+
+    Args:
+        group_reduction: one of :data:`GROUP_REDUCTIONS`: how the scores that several
+            layers give one root index combine. ``"mean"`` averages over the items that
+            scored that index; ``"first"`` keeps the first item (in group order, i.e.
+            the root layer when it has a score).
+        normalizer: one of :data:`NORMALIZERS` or ``None``, applied to the combined
+            scores of the group (see :func:`normalize_scores`).
+        target_types: if given, only items whose layer is an instance of one of these
+            classes count (``nn.Parameter`` selects unwrapped parameters).
+    """
+
+    def __init__(self, group_reduction: str = "mean", normalizer: str | None = "mean",
+                 target_types: Sequence[type] | None = None) -> None:
+        self.group_reduction = check_reduction(group_reduction)
+        self.normalizer = check_normalizer(normalizer)
+        self.target_types = check_target_types(target_types)
+
+    def item_scores(self, dep: Any, idxs: Sequence[int]) -> torch.Tensor | None:
+        """Scores of the item's channels (``[len(idxs)]``), or ``None`` to skip the item."""
+        raise NotImplementedError(f"{type(self).__name__} must implement item_scores(dep, idxs)")
+
+    def wants(self, dep: Any) -> bool:
+        """Whether this item's layer counts, by ``target_types``."""
+        return self.target_types is None or isinstance(dep.target.module, self.target_types)
+
+    def __call__(self, group: Any) -> torch.Tensor:
+        if len(group) == 0:
+            return torch.zeros(0)
+        root_map = RootMap(group)
+        rows: list[torch.Tensor] = []
+        hits: list[torch.Tensor] = []
+        seen: set[tuple] = set()
+        with torch.no_grad():
+            for dep, idxs in group:
+                key = item_key(dep)
+                if key in seen or not self.wants(dep) or len(idxs) == 0:
+                    continue
+                local = self.item_scores(dep, idxs)
+                if local is None:
+                    continue
+                seen.add(key)
+                scores, hit = root_map.scatter(idxs, local)
+                rows.append(scores)
+                hits.append(hit)
+        if rows:
+            combined = reduce_scores(torch.stack(rows), torch.stack(hits), self.group_reduction)
+        else:
+            combined = torch.zeros(root_map.size, dtype=torch.float64)
+        return finalize(normalize_scores(combined, self.normalizer), group)
+
+
+def finalize(scores: torch.Tensor, group: Any = None) -> torch.Tensor:
+    """float32 scores; NaN raises (the weights or grads hold NaN), overflow is clamped."""
+    if bool(torch.isnan(scores).any()):
+        root = group[0].dep.target.name if group is not None and len(group) else "?"
+        raise RuntimeError(
+            f"importance of the group rooted at {root} is NaN: its weights or gradients hold NaN or inf; "
+            f"check the model for a diverged training run before pruning"
+        )
+    big = torch.finfo(torch.float32).max
+    return scores.clamp(-big, big).to(torch.float32)

@@ -1,0 +1,90 @@
+"""Magnitude criteria: a channel matters as much as the size of its weights.
+
+The group score of a channel combines, over every coupled layer, the ``p``-th power of
+the ``p``-norm of the weights that removing the channel removes (see
+:mod:`~lightning_prune.engine.importance.slices` for which weights those are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .base import GroupImportance, check_p
+from .slices import ChannelSlice, channel_slices
+
+__all__ = ["GroupMagnitudeImportance", "GroupNormImportance", "MagnitudeImportance", "SliceImportance"]
+
+
+class SliceImportance(GroupImportance):
+    """A group criterion whose item score is a sum over the item's weight slices.
+
+    Subclasses implement :meth:`slice_scores`. To support a custom layer, override
+    :meth:`channel_slices` and return :class:`ChannelSlice` objects for it (defer to
+    ``super()`` for every other layer).
+
+    Args:
+        bias: also score bias terms.
+        group_reduction, normalizer, target_types: see :class:`GroupImportance`.
+    """
+
+    def __init__(self, group_reduction: str = "mean", normalizer: str | None = "mean", bias: bool = False,
+                 target_types: Sequence[type] | None = None) -> None:
+        super().__init__(group_reduction, normalizer, target_types)
+        self.bias = bool(bias)
+
+    def channel_slices(self, dep: Any, idxs: Sequence[int]) -> list[ChannelSlice] | None:
+        """The weights of each channel of the item (``None``: unknown layer, skipped)."""
+        return channel_slices(dep, idxs, bias=self.bias)
+
+    def slice_scores(self, piece: ChannelSlice) -> torch.Tensor | None:
+        """``[n]`` scores of one slice's channels, or ``None`` if the slice has no data."""
+        raise NotImplementedError
+
+    def item_scores(self, dep: Any, idxs: Sequence[int]) -> torch.Tensor | None:
+        pieces = self.channel_slices(dep, idxs)
+        if not pieces:
+            return None
+        total: torch.Tensor | None = None
+        for piece in pieces:
+            s = self.slice_scores(piece)
+            if s is None:
+                continue
+            s = s.to("cpu", torch.float64)
+            total = s if total is None else total + s
+        return total
+
+
+class GroupMagnitudeImportance(SliceImportance):
+    """Group magnitude: ``sum |w|^p`` over each channel's weights in every coupled layer.
+
+    The classic L1/L2-norm filter criterion (Li et al., 2017), extended to the whole
+    group (DepGraph, Fang et al., 2023): a channel whose removal deletes large weights
+    anywhere in the group is kept. Per-layer scores are combined with
+    ``group_reduction`` and rescaled with ``normalizer``.
+
+    Args:
+        p: the norm (1 for L1, 2 for L2); the score is the norm raised to ``p``.
+        group_reduction: ``"mean"``, ``"sum"``, ``"max"``, ``"prod"`` or ``"first"``.
+        normalizer: ``"mean"``, ``"sum"``, ``"max"``, ``"gaussian"``, ``"lamp"`` or ``None``.
+        bias: also count bias terms.
+        target_types: only layers of these classes count (default: every known layer).
+    """
+
+    def __init__(self, p: float = 2, group_reduction: str = "mean", normalizer: str | None = "mean",
+                 bias: bool = False, target_types: Sequence[type] | None = None) -> None:
+        super().__init__(group_reduction, normalizer, bias, target_types)
+        self.p = check_p(p)
+
+    def slice_scores(self, piece: ChannelSlice) -> torch.Tensor:
+        return torch.linalg.vector_norm(piece.gather(), ord=self.p, dim=1).double().pow(self.p)
+
+
+class MagnitudeImportance(GroupMagnitudeImportance):
+    """Torch-Pruning's name for :class:`GroupMagnitudeImportance` (same arguments)."""
+
+
+class GroupNormImportance(GroupMagnitudeImportance):
+    """Torch-Pruning's older name for :class:`GroupMagnitudeImportance` (same arguments)."""
