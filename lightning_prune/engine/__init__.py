@@ -6,14 +6,17 @@ Lightning. Public names follow Torch-Pruning's API, so its README examples run w
     import lightning_prune.engine as tp
 """
 
-from . import pruning, records, utils
+from . import importance, pruner, pruning, records, utils
+from .calibration import recalibrate_batchnorm
 from .graph import Dependency, DependencyGraph, Group, GroupItem, Node, TraceError
 from .pruning import *  # noqa: F401,F403 - the low-level prune_* functions
 from .pruning import LayerPruner, PruningError, get_layer_pruner
 from .pruning import __all__ as _pruning_all
+from .serialization import apply_history, apply_record, load_state_dict, state_dict
 
 __all__ = [
     "DependencyGraph", "Dependency", "Group", "GroupItem", "Node", "TraceError",
-    "LayerPruner", "PruningError", "get_layer_pruner", "pruning", "records", "utils",
+    "LayerPruner", "PruningError", "get_layer_pruner", "pruning", "records", "utils", "importance", "pruner",
+    "recalibrate_batchnorm", "state_dict", "load_state_dict", "apply_record", "apply_history",
     *_pruning_all,
 ]

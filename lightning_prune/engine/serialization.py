@@ -88,10 +88,6 @@ class _Undo:
                 module.__dict__[attr] = old
 
 
-def _set_attribute(module: nn.Module, attr: str, value: Any) -> None:
-    setattr(module, attr, value)
-
-
 # ---------------------------------------------------------------------- records
 def _record_parts(record: Any, where: str) -> tuple[Mapping, Mapping]:
     if not isinstance(record, Mapping) or not set(record) <= {"tensors", "attributes"} or "tensors" not in record:
@@ -171,7 +167,7 @@ def apply_history(model: nn.Module, history: Iterable[Mapping]) -> None:
                 slice_tensor(tensor, dim, keep)
             for module, attr, value in attrs:
                 undo.attribute(module, attr)
-                _set_attribute(module, attr, value)
+                setattr(module, attr, value)
     except Exception as err:
         undo.restore()
         raise ValueError(f"replaying the pruning history failed ({type(err).__name__}: {err}); "
@@ -264,7 +260,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping) -> nn.Module:
     tensors = _tensors(model)
     modules = dict(model.named_modules(remove_duplicate=False))
     mismatch = "the pruned state dict does not match this model"
-    unknown = sorted(set(shapes) - set(tensors))
+    unknown = sorted((set(shapes) | set(extra)) - set(tensors))
     if unknown:
         raise ValueError(f"unknown tensors {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; {mismatch}")
     for name, t in weights.items():
@@ -295,13 +291,12 @@ def load_state_dict(model: nn.Module, state_dict: Mapping) -> nn.Module:
                 if t.grad is not None and list(t.grad.shape) != shape:
                     t.grad = None
             for name, value in extra.items():
-                if name in tensors:
-                    t = tensors[name]
-                    undo.tensor(t)
-                    t.data = value.to(device=t.device, dtype=t.dtype).clone()
+                t = tensors[name]
+                undo.tensor(t)
+                t.data = value.to(device=t.device, dtype=t.dtype).clone()
         for module, attr, value in attrs:
             undo.attribute(module, attr)
-            _set_attribute(module, attr, value)
+            setattr(module, attr, value)
         model.load_state_dict(weights)
     except Exception as err:
         undo.restore()

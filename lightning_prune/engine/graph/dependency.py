@@ -28,6 +28,7 @@ from torch import nn
 from ..pruning import get_layer_pruner
 from ..pruning.base import PruningError
 from ..records import recording, tensor_names
+from ..threads import one_thread, single_threaded
 from .group import Dependency, Group, GroupItem, Idxs, Node
 from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
 from .trace import Space, TraceError, Tracer, _call, _functional, _stand_in
@@ -100,7 +101,7 @@ class DependencyGraph:
             raise TypeError(f"build_dependency: `model` must be an nn.Module, got {type(model).__name__}")
         # A full cyclic-GC pass over torch's ~10^5 live objects can cost more than the whole
         # trace; nothing built here needs the cycle collector, so pause it for the build.
-        with _gc_paused():
+        with _gc_paused(), single_threaded():
             self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
                         customized_pruners, protect_outputs, ignored_params, split_mode)
         if verbose and self.unknown_ops:
@@ -208,6 +209,7 @@ class DependencyGraph:
             f"pruner with customized_pruners={{{type(target).__name__}: pruner}}"
         )
 
+    @one_thread
     def get_pruning_group(self, module: Any, pruning_fn: Any, idxs: Sequence[int]) -> Group:
         """All channels coupled to ``idxs`` of ``module`` (out or in, as ``pruning_fn`` says)."""
         self._require_built()
@@ -238,15 +240,20 @@ class DependencyGraph:
         elems = self._order[torch.arange(total) + offsets]
         return elems[self._alive[elems]]
 
+    @one_thread
     def _group_from(self, root: int, comps: torch.Tensor) -> Group:
         elems = self._members(comps)
         spaces = self._elem_space[elems]
         pos = self._elem_pos[elems]
         targets: dict[int, list[int]] = {}
-        order = torch.argsort(spaces * (pos.max().item() + 1 if pos.numel() else 1) + pos)
-        for s, p in zip(spaces[order].tolist(), pos[order].tolist()):
-            if s >= 0:
-                targets.setdefault(s, []).append(p)
+        if elems.numel():
+            keep = spaces >= 0
+            spaces, pos = spaces[keep], pos[keep]
+            order = torch.argsort(spaces * (int(pos.max()) + 1) + pos)
+            spaces, pos = spaces[order], pos[order]
+            uniq, counts = torch.unique_consecutive(spaces, return_counts=True)
+            for s, chunk in zip(uniq.tolist(), torch.split(pos, counts.tolist())):
+                targets[s] = chunk.tolist()
         root_elems = self.spaces[root].elems
         root_pos = torch.as_tensor(targets.get(root, []), dtype=torch.long)
         units: dict[int, list[int]] = {}
@@ -404,6 +411,7 @@ class DependencyGraph:
         return torch.unique(torch.cat(comps)) if comps else torch.zeros(0, dtype=torch.long)
 
     # ------------------------------------------------------------------ prune
+    @one_thread
     def _apply(self, group: Group) -> dict:
         self._require_built()
         problem = self._problem(group)
@@ -470,6 +478,7 @@ class DependencyGraph:
         comps = torch.unique(self._comp[root_space.elems])
         return int((comps != self._frozen).sum()) if len(group.units[0]) > 1 else len(group.units)
 
+    @one_thread
     def _soft_apply(self, group: Group) -> dict:
         """Record what :meth:`_apply` would remove, undo it, and zero those slices instead."""
         problem = self._problem(group)
@@ -514,6 +523,7 @@ class DependencyGraph:
             calls.append((self._handler(s), sp.param if sp.role == "param" else sp.module, list(pos)))
         return calls
 
+    @one_thread
     def dry_run(self) -> str | None:
         """Run the model forward once (on meta tensors when possible); the error, if any."""
         model = self.model

@@ -23,7 +23,7 @@ from .base import (
 )
 from .magnitude import GroupMagnitudeImportance, GroupNormImportance, MagnitudeImportance, SliceImportance
 from .others import BNScaleImportance, FPGMImportance, LAMPImportance, RandomImportance
-from .slices import ChannelSlice, channel_slices
+from .slices import ChannelSlice, along, channel_slices, grouped
 from .taylor import GroupHessianImportance, GroupTaylorImportance, HessianImportance, TaylorImportance
 
 #: Config name -> criterion class. ``"l1"`` is magnitude with ``p=1``.
@@ -97,8 +97,10 @@ __all__ = [
     "RootMap",
     "SliceImportance",
     "TaylorImportance",
+    "along",
     "channel_slices",
     "get_importance",
+    "grouped",
     "normalize_scores",
     "reduce_scores",
 ]

@@ -89,7 +89,9 @@ class RootMap:
         root = list(group[0].idxs) if len(group) else []
         self.size = len(root)
         values = torch.as_tensor(root, dtype=torch.long)
-        self._sorted, self._order = torch.sort(values)
+        # dense lookup table: root index value -> position (root values are channel numbers)
+        self._lookup = torch.full((int(values.max()) + 1 if self.size else 0,), -1, dtype=torch.long)
+        self._lookup[values] = torch.arange(self.size)
         units = getattr(group, "units", None) or [[i] for i in root]
         sizes = torch.as_tensor([len(u) for u in units], dtype=torch.long)
         self.unit_sizes = sizes
@@ -100,11 +102,10 @@ class RootMap:
     def positions(self, root_values: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Position of each root index value in ``group[0].idxs`` (``-1`` if absent)."""
         values = torch.as_tensor(root_values, dtype=torch.long).reshape(-1)
-        if self.size == 0 or values.numel() == 0:
-            return torch.full_like(values, -1)
-        at = torch.searchsorted(self._sorted, values).clamp(max=self.size - 1)
-        found = self._sorted[at] == values
-        return torch.where(found, self._order[at], torch.full_like(values, -1))
+        inside = (values >= 0) & (values < self._lookup.numel())
+        out = torch.full_like(values, -1)
+        out[inside] = self._lookup[values[inside]]
+        return out
 
     def scatter(self, idxs: Sequence[int], local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-root-index scores of one item, and which root indices it touched.
@@ -134,9 +135,9 @@ class RootMap:
             return scores, hit
         count = torch.bincount(unit, minlength=n_units)
         order = torch.argsort(unit, stable=True)
-        sorted_units = unit[order]
+        first = torch.cumsum(count, 0) - count  # where each unit starts in sorted order
         rank = torch.empty_like(unit)
-        rank[order] = torch.arange(unit.numel()) - torch.searchsorted(sorted_units, sorted_units)
+        rank[order] = torch.arange(unit.numel()) - first[unit[order]]
         matched = count[unit] == self.unit_sizes[unit]
         # one-to-one: the j-th item index of a unit scores the unit's j-th root index
         pos = self.unit_positions[self.unit_offsets[unit[matched]] + rank[matched]]

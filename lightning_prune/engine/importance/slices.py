@@ -32,7 +32,7 @@ from torch import nn
 
 from ..pruning import is_depthwise_conv
 
-__all__ = ["ChannelSlice", "channel_slices", "item_key", "is_out_item", "norm_layer_types"]
+__all__ = ["ChannelSlice", "along", "channel_slices", "grouped", "item_key", "is_out_item", "norm_layer_types"]
 
 View = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,7 +59,10 @@ class ChannelSlice:
     exclude: torch.Tensor | None = None
 
     def gather(self, like: torch.Tensor | None = None) -> torch.Tensor:
-        """``[n, r * features]`` float32 values of ``like`` (default: the tensor itself)."""
+        """``[n, r * features]`` float32 values of ``like`` (default: the tensor itself).
+
+        Detached, and it may share memory with the weight: never modify it in place.
+        """
         source = self.tensor if like is None else like
         matrix = self.view(source.detach())
         rows = self.rows.to(matrix.device)

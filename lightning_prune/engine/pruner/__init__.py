@@ -1,0 +1,12 @@
+"""High-level pruners: rank channels by importance and prune to a ratio or a budget."""
+
+from .budget import meta_clone
+from .meta import MetaPruner
+from .scheduler import SCHEDULERS, cosine_scheduler, exponential_scheduler, get_scheduler, linear_scheduler
+
+BasePruner = MetaPruner
+
+__all__ = [
+    "MetaPruner", "BasePruner", "linear_scheduler", "cosine_scheduler", "exponential_scheduler",
+    "get_scheduler", "SCHEDULERS", "meta_clone",
+]

@@ -1,0 +1,86 @@
+"""Prune to a MACs or parameter budget instead of a channel ratio.
+
+The channel ratio that meets a budget is found by bisection. Each trial prunes a
+*meta-device clone* of the model (shapes only, no weights copied) with the same removal
+plan the real step will use: importance is scored once on the real model, so the trial
+differs from the real prune only in the ratio. MACs and parameters are then counted on
+the clone, which is cheap because nothing is computed.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..pruning import PruningError
+
+if TYPE_CHECKING:
+    from .meta import MetaPruner
+
+
+def meta_clone(model: nn.Module) -> nn.Module:
+    """A deep copy whose parameters and buffers live on the meta device (nothing is copied)."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def simulate(pruner: MetaPruner, ratio: float, scores: dict[str, torch.Tensor], metric: str) -> float:
+    """MACs or params after pruning a meta clone of ``pruner.model`` at ``ratio``."""
+    from ..graph import DependencyGraph
+    from ..utils import count_ops_and_params
+
+    clone = meta_clone(pruner.model)
+    graph = DependencyGraph().build_dependency(clone, pruner.example_inputs, **pruner._graph_kwargs)
+    saved_ignored = pruner.ignored_layers
+    names = {id(m): n for n, m in pruner.model.named_modules()}
+    clone_modules = dict(clone.named_modules())
+    pruner.ignored_layers = [clone_modules[names[id(m)]] for m in saved_ignored if id(m) in names]
+    try:
+        plans = pruner._plans(graph, ratio, scores)
+    finally:
+        pruner.ignored_layers = saved_ignored
+    for plan in plans:
+        if plan.remove:
+            try:
+                graph.group_for_units(plan.group, plan.remove).prune()
+            except PruningError:
+                pass  # the real step keeps this group whole too
+    macs, params = count_ops_and_params(clone, pruner.example_inputs, forward_fn=pruner._graph_kwargs["forward_fn"])
+    return float(macs if metric == "macs" else params)
+
+
+def solve_ratio_for_budget(pruner: MetaPruner, metric: str, target: float, tolerance: float = 0.005,
+                           iterations: int = 16) -> float:
+    """The channel ratio whose pruned model has ``metric`` closest to ``target``."""
+    from .planning import unit_scores
+
+    scores = {pruner._root_name(g): unit_scores(g, pruner.estimate_importance(g)) for g in pruner._groups(pruner.DG)}
+    lo, hi = 0.0, pruner.max_pruning_ratio if pruner.max_pruning_ratio < 1 else 0.999
+    current = simulate(pruner, lo, scores, metric)
+    if current <= target:
+        return lo
+    best, best_err = lo, abs(current - target)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        value = simulate(pruner, mid, scores, metric)
+        err = abs(value - target)
+        if err < best_err:
+            best, best_err = mid, err
+        if err <= tolerance * target:
+            return mid
+        if value > target:
+            lo = mid
+        else:
+            hi = mid
+    if best_err > 0.02 * target:
+        warnings.warn(f"the closest reachable {metric} is {100 * best_err / target:.1f}% away from the budget "
+                      f"(channel granularity or max_pruning_ratio)", stacklevel=3)
+    return best
