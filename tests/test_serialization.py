@@ -49,7 +49,15 @@ def _save_load(obj) -> object:
 @pytest.fixture(scope="module", params=list(SIZES))
 def pruned(request):
     """(name, pruned model, its graph, input) for each architecture, pruned by 50%."""
-    name = request.param
+    return _make_pruned(request.param)
+
+
+@pytest.fixture(scope="module")
+def pruned_resnet():
+    return _make_pruned("resnet18")
+
+
+def _make_pruned(name: str):
     torch.manual_seed(0)
     model = _build(name)
     x = torch.randn(1, 3, SIZES[name], SIZES[name])
@@ -79,11 +87,9 @@ def test_state_dict_round_trip(pruned):
         assert fresh.encoder.layers[0].self_attention.embed_dim == model.hidden_dim
 
 
-def test_seed_usage(tmp_path, pruned):
+def test_seed_usage(tmp_path, pruned_resnet):
     """The Torch-Pruning README snippet, with the one changed import."""
-    name, pruned_model, _, x, expected = pruned
-    if name != "resnet18":
-        pytest.skip("one architecture is enough")
+    _, pruned_model, _, x, expected = pruned_resnet
     sd = tp.state_dict(pruned_model)
     torch.save(sd, tmp_path / "pruned.pth")
     new_model = torchvision.models.resnet18().eval()
@@ -105,10 +111,8 @@ def test_history_replay(pruned):
         assert fresh.hidden_dim == model.hidden_dim
 
 
-def test_apply_record_one_by_one_matches_history(pruned):
-    name, model, DG, _, _ = pruned
-    if name != "resnet18":
-        pytest.skip("one architecture is enough")
+def test_apply_record_one_by_one_matches_history(pruned_resnet):
+    name, model, DG, _, _ = pruned_resnet
     fresh = _fresh(name)
     for record in DG.pruning_history:
         apply_record(fresh, record)

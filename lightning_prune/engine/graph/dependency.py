@@ -31,7 +31,7 @@ from ..records import recording, tensor_names
 from ..threads import one_thread, single_threaded
 from .group import Dependency, Group, GroupItem, Idxs, Node
 from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
-from .trace import Space, TraceError, Tracer, _call, _functional, _stand_in
+from .trace import Space, TraceError, Tracer
 
 __all__ = ["DependencyGraph", "TraceError"]
 
@@ -129,6 +129,10 @@ class DependencyGraph:
         self._modules = tracer.modules
         self._module_names = tracer.module_names
         self._edges = result.edges
+        self._adjacency: dict[str, set[str]] = {}
+        for a, b in result.edges:
+            self._adjacency.setdefault(a, set()).add(b)
+            self._adjacency.setdefault(b, set()).add(a)
         self.spaces: list[Space] = result.spaces
         self._space_index = {sp.key: i for i, sp in enumerate(self.spaces)}
         self._comp = result.table.components()
@@ -307,11 +311,7 @@ class DependencyGraph:
         items = [GroupItem(Dependency(self._handler(root), self._handler(root), self._node(root),
                                       self._node(root)), Idxs(targets.get(root, []), *origin.get(root, ([], []))))]
         seen = {root}
-        adjacency: dict[str, set[str]] = {}
-        for a, b in self._edges:
-            if a in by_name and b in by_name:
-                adjacency.setdefault(a, set()).add(b)
-                adjacency.setdefault(b, set()).add(a)
+        adjacency = self._adjacency
         queue = [root]
         while queue:
             src = queue.pop(0)
@@ -321,7 +321,7 @@ class DependencyGraph:
                     seen.add(s)
                     queue.append(s)
                     items.append(self._item(src, s, targets, origin))
-            for nb in sorted(adjacency.get(src_name, ())):
+            for nb in sorted(adjacency.get(src_name, set()) & by_name.keys()):
                 for s in by_name[nb]:
                     if s not in seen:
                         seen.add(s)
@@ -525,19 +525,16 @@ class DependencyGraph:
 
     @one_thread
     def dry_run(self) -> str | None:
-        """Run the model forward once (on meta tensors when possible); the error, if any."""
-        model = self.model
-        device = "meta" if self.trace_device == "meta" else "real"
-        tensors = {n: _stand_in(p, device, clone=False) for n, p in model.named_parameters()}
-        tensors.update({n: _stand_in(b, device, clone=True) for n, b in model.named_buffers()})
-        from torch.utils import _pytree as pytree
+        """Run the model forward once (on meta tensors when possible); the error, if any.
 
-        inputs = pytree.tree_map(lambda x: _stand_in(x, device, False) if isinstance(x, torch.Tensor) else x,
-                                 self._example_inputs)
-        fwd = self._forward_fn
+        Uses the tracer's shape-only fast paths, so on the meta device it costs about as
+        much as building the graph.
+        """
+        device = "meta" if self.trace_device == "meta" else "real"
+        tracer = Tracer(self.model, self.customized_pruners, None, self.split_mode)
         try:
-            with torch.no_grad():
-                _functional(model, tensors, (lambda m: fwd(m, inputs)) if fwd else (lambda m: _call(m, inputs)))
+            with _gc_paused():
+                tracer.dry_run(self._example_inputs, self._forward_fn, device)
         except Exception as err:  # noqa: BLE001 - reported to the caller
             return f"{type(err).__name__}: {err}"
         return None

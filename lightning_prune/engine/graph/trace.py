@@ -69,7 +69,7 @@ class _Recorder(TorchFunctionMode):
             out = fast_elementwise(op_name(func), args, kwargs)
         if out is NotImplemented:
             out = func(*args, **kwargs)
-        if self.tracer.depth == 0:
+        if self.tracer.depth == 0 and self.tracer.recording:
             if out is None and getattr(func, "__name__", "") != "__setitem__":
                 return out
             if is_tensor(out) or isinstance(out, tuple | list) or out is None:
@@ -160,6 +160,16 @@ class Tracer:
         return tuple(labels), frozenset({name})
 
     _unwrapped_exclusive = False
+    #: False for a dry run: the forward runs with the same fast shape-only paths, but no
+    #: labels are recorded.
+    recording = True
+
+    def dry_run(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> None:
+        self.recording = False
+        try:
+            self._run_once(example_inputs, forward_fn, device)
+        finally:
+            self.recording = True
 
     # ------------------------------------------------------------------ hooks
     def _pre_hook(self, module, args, kwargs):
@@ -167,7 +177,7 @@ class Tracer:
 
     def _post_hook(self, module, args, kwargs, output):
         self.depth -= 1
-        if self.depth == 0:
+        if self.depth == 0 and self.recording:
             name = self.module_names[id(module)]
             self.called.add(name)
             # Our own label arithmetic must not be recorded as part of the model.

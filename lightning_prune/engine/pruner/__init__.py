@@ -3,10 +3,12 @@
 from .budget import meta_clone
 from .meta import MetaPruner
 from .scheduler import SCHEDULERS, cosine_scheduler, exponential_scheduler, get_scheduler, linear_scheduler
+from .variants import BNScalePruner, GroupNormPruner, GrowingRegPruner, MagnitudePruner, RandomPruner
 
 BasePruner = MetaPruner
 
 __all__ = [
     "MetaPruner", "BasePruner", "linear_scheduler", "cosine_scheduler", "exponential_scheduler",
     "get_scheduler", "SCHEDULERS", "meta_clone",
+    "MagnitudePruner", "RandomPruner", "BNScalePruner", "GroupNormPruner", "GrowingRegPruner",
 ]
