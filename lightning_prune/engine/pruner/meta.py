@@ -214,7 +214,7 @@ class MetaPruner:
         """
         if self.current_step >= self.iterative_steps:
             warnings.warn(f"all {self.iterative_steps} pruning steps are done; step() pruned nothing",
-                          stacklevel=2)
+                          stacklevel=3)
             return iter(()) if interactive else {"tensors": {}, "attributes": {}}
         self.current_step += 1
         self.skipped = []
@@ -222,14 +222,19 @@ class MetaPruner:
         if interactive:
             return self._interactive(gen)
         records = []
-        for group in gen:
-            try:
-                records.append(group.prune())
-            except PruningError as err:
-                self.skipped.append(str(err).splitlines()[0])
+        try:
+            for group in gen:
+                try:
+                    records.append(group.prune())
+                except PruningError as err:
+                    self.skipped.append(str(err).splitlines()[0])
+        except Exception:
+            if not records:
+                self.current_step -= 1  # nothing was pruned: the step did not happen
+            raise
         if self.skipped:
             warnings.warn(f"{len(self.skipped)} group(s) were kept whole because pruning them would break the "
-                          f"model; see pruner.skipped. First: {self.skipped[0]}", stacklevel=2)
+                          f"model; see pruner.skipped. First: {self.skipped[0]}", stacklevel=3)
         record = _merge(records)
         self._history.append(record)
         return record
@@ -334,9 +339,11 @@ class MetaPruner:
 
     def _scope(self, group: Group) -> Any:
         root = self._root_name(group)
-        for members, key, _ in self.pruning_ratio_dict:
-            if root in members and isinstance(key, tuple):
-                return ("scope", key)
+        for i, (members, key, _) in enumerate(self.pruning_ratio_dict):
+            # A tuple key is always one jointly ranked scope; a single key becomes its own
+            # scope under global pruning, so its ratio still holds.
+            if root in members and (isinstance(key, tuple) or self.global_pruning):
+                return ("scope", i)
         if self.isomorphic:
             sig = tuple(sorted((type(d.target.module).__name__, d.handler.__name__) for d, _ in group))
             return ("isomorphic", sig, len(group.units[0]))
