@@ -16,6 +16,16 @@ from lightning_prune.engine.optim_state import shape_after_slices, slice_optimiz
 from lightning_prune.engine.pruning import slice_tensor
 from lightning_prune.engine.records import compose_keep
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one thread avoids contention on a busy machine (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 FACTORED = {"row_var", "col_var"}  # Adafactor's reduced moments: broadcast against the parameter
 
 

@@ -340,6 +340,9 @@ def _model_input(batch: Any) -> Any:
 
 def _train_loader(trainer: pl.Trainer) -> Any:
     loader = getattr(trainer, "train_dataloader", None)
+    source = getattr(trainer.fit_loop, "_data_source", None)  # loaders passed to fit(); Lightning 2.x
+    if loader is None and source is not None and source.is_defined():
+        loader = source.dataloader()
     if loader is None:
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "train_dataloader"):
@@ -365,13 +368,29 @@ def _training_batches(trainer: pl.Trainer, n: int) -> Iterator[Any]:
     loader = _train_loader(trainer)
     if loader is None or n <= 0:
         return iter(())
-    with torch.random.fork_rng():
-        batches = []
-        for i, batch in enumerate(loader):
-            if i >= n:
-                break
-            batches.append(batch)
+    generators = _loader_generators(loader)
+    states = [g.get_state() for g in generators]
+    try:
+        with torch.random.fork_rng():
+            batches = []
+            for i, batch in enumerate(loader):
+                if i >= n:
+                    break
+                batches.append(batch)
+    finally:
+        for g, state in zip(generators, states):
+            g.set_state(state)
     return iter(batches)
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """Private generators a DataLoader shuffles with; reading extra batches must not advance them."""
+    found: list[torch.Generator] = []
+    for obj in (loader, getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        g = getattr(obj, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
 
 
 def _training_inputs(trainer: pl.Trainer, n: int) -> list[Any]:
