@@ -27,7 +27,8 @@ from ..engine.threads import one_thread
 from ..models import SmallResNet
 
 __all__ = [
-    "DigitsData", "ResultRow", "compare", "evaluate", "load_data", "prune_copy", "train_small_resnet",
+    "BATCH_SIZE", "CALIBRATION_IMAGES", "DigitsData", "ResultRow", "accumulate_taylor_gradients",
+    "calibration_batches", "compare", "count_params", "evaluate", "load_data", "prune_copy", "train_small_resnet",
 ]
 
 #: Training images used for Taylor gradients and for BN recalibration.
@@ -73,13 +74,16 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
 
 
 @one_thread
-def train_small_resnet(seed: int = 0, epochs: int = 15, width: int = 16, lr: float = 3e-3,
-                       weight_decay: float = 5e-4, data: DigitsData | None = None) -> tuple[nn.Module, DigitsData]:
+def train_small_resnet(seed: int = 0, epochs: int = 15, width: int = 32, lr: float = 1e-2,
+                       weight_decay: float = 0.05, data: DigitsData | None = None) -> tuple[nn.Module, DigitsData]:
     """Train a :class:`SmallResNet` on the digits; deterministic for a given ``seed``.
 
-    AdamW with a one-cycle learning rate, batch 64. The defaults reach ~98% validation
-    accuracy in a few seconds on two CPU cores. Weight decay matters here: it is what
-    makes weight magnitude a meaningful signal of which channels the model uses.
+    AdamW with a one-cycle learning rate, batch 64. The defaults reach 99-100% validation
+    accuracy in 15-25 s on one busy CPU core. The peak learning rate matters for what
+    this module measures: with 3e-3 the channels barely move from their initialisation
+    (every BN scale stays near 1), so no criterion can tell them apart; with 1e-2 they
+    differ, and magnitude beats random after a 0.5 prune (with BN recalibration) by
+    10-19 points over seeds, close to what Torch-Pruning showed on a similar model.
 
     Runs on one intra-op thread (restored afterwards): batches of 64 8x8 images are so
     small that a thread hand-off costs more than the work, and on a busy machine two
@@ -122,7 +126,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return float(metric.compute())
 
 
-def _accumulate_gradients(model: nn.Module, data: DigitsData) -> None:
+def accumulate_taylor_gradients(model: nn.Module, data: DigitsData) -> None:
     """Cross-entropy gradients over the calibration images, for the Taylor criterion.
 
     Eval mode, so the gradient is that of the loss the deployed model has (BN uses its
@@ -155,17 +159,23 @@ def prune_copy(model: nn.Module, method: str, ratio: float, data: DigitsData, re
     kwargs = {"seed": seed} if method == "random" else {}
     importance = get_importance(method, **kwargs)
     if method == "taylor":
-        _accumulate_gradients(pruned, data)
+        accumulate_taylor_gradients(pruned, data)
     pruner = MetaPruner(pruned, data.x_train[:1], importance=importance, pruning_ratio=ratio)
     pruner.step()
     pruned.zero_grad(set_to_none=True)
     if recalibrate:
-        x = data.x_train[:CALIBRATION_IMAGES]
-        recalibrate_batchnorm(pruned, _batches(x, data.y_train[:CALIBRATION_IMAGES], BATCH_SIZE))
+        recalibrate_batchnorm(pruned, calibration_batches(data))
     return pruned.eval()
 
 
-def _count_params(model: nn.Module) -> int:
+def calibration_batches(data: DigitsData) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first :data:`CALIBRATION_IMAGES` training images in batches of :data:`BATCH_SIZE`."""
+    n = CALIBRATION_IMAGES
+    return _batches(data.x_train[:n], data.y_train[:n], BATCH_SIZE)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -189,7 +199,7 @@ def compare(model: nn.Module | None = None, data: DigitsData | None = None,
                 for seed in seeds:
                     pruned = prune_copy(model, method, ratio, data, recalibrate=recal, seed=seed)
                     accs.append(evaluate(pruned, data.x_val, data.y_val))
-                    params = _count_params(pruned)
+                    params = count_params(pruned)
                 t = torch.tensor(accs, dtype=torch.float64)
                 rows.append(ResultRow(method, ratio, recal, float(t.mean()), params, len(accs),
                                       float(t.std(unbiased=False))))

@@ -66,6 +66,9 @@ class PruningCallback(Callback):
         recalibrate_bn: re-estimate BatchNorm statistics after each prune.
         recalibration_batches: training batches used for that.
         importance_batches: training batches whose gradients feed gradient-based importances.
+        monitor: metric shown before the first prune and at the end of fit (e.g. ``val_acc``).
+        export_path: where to save the pruned model at the end of fit (``.pt`` with the pruning
+            history and weights; load it with ``lightning_prune.load_pruned_checkpoint``).
     """
 
     def __init__(
@@ -94,6 +97,8 @@ class PruningCallback(Callback):
         recalibrate_bn: bool = True,
         recalibration_batches: int = 16,
         importance_batches: int = 8,
+        monitor: str | None = "val_acc",
+        export_path: str | None = None,
     ) -> None:
         super().__init__()
         if pruning_ratio is None and target_macs is None and target_params is None:
@@ -129,6 +134,8 @@ class PruningCallback(Callback):
         self.recalibrate_bn = recalibrate_bn
         self.recalibration_batches = recalibration_batches
         self.importance_batches = importance_batches
+        self.monitor = monitor
+        self.export_path = export_path
         self.pruner: tp.pruner.MetaPruner | None = None
         self._hooks: HistoryHooks | None = None
         self._before: dict[str, float] = {}
@@ -200,6 +207,8 @@ class PruningCallback(Callback):
 
     def _prune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self.pruner is not None
+        if self.pruner.current_step == 0:  # the dense model, as trained so far
+            self._before.update(self._quality(trainer, pl_module))
         name = self.importance if isinstance(self.importance, str) else ""
         if name in _NEEDS_GRADIENTS:
             self._accumulate_gradients(trainer, pl_module)
@@ -266,11 +275,29 @@ class PruningCallback(Callback):
         if self.pruner is None or not self._before:
             return
         after = self._size(pl_module)
-        rows = [("params (M)", self._before["params"] / 1e6, after["params"] / 1e6),
-                ("MACs (M)", self._before["macs"] / 1e6, after["macs"] / 1e6)]
+        after.update(self._quality(trainer, pl_module))
+        rows = [("params (M)", "params", 1e-6), ("MACs (M)", "macs", 1e-6), ("latency (ms)", "latency_ms", 1.0),
+                (self.monitor or "", "metric", 1.0)]
         lines = ["[lightning-prune] before -> after"]
-        lines += [f"  {k:<11s} {b:10.3f} -> {a:10.3f}  ({a / b:.2%})" for k, b, a in rows]
+        for label, key, scale in rows:
+            if key in self._before and key in after:
+                b, a = self._before[key] * scale, after[key] * scale
+                lines.append(f"  {label:<13s} {b:10.4f} -> {a:10.4f}  ({a / b if b else float('nan'):.2%})")
         rank_zero_info("\n".join(lines))
+        self.summary = {"before": dict(self._before), "after": after}
+        if self.export_path and trainer.is_global_zero:
+            import os
+
+            os.makedirs(os.path.dirname(self.export_path) or ".", exist_ok=True)
+            torch.save({"state_dict": pl_module.state_dict(), "history": self._history()}, self.export_path)
+            rank_zero_info(f"[lightning-prune] saved the pruned model to {self.export_path}")
+
+    def _quality(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        out = {"latency_ms": _latency_ms(pl_module, self._example)}
+        value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
+        if value is not None:
+            out["metric"] = float(value)
+        return out
 
     def _size(self, pl_module: pl.LightningModule) -> dict[str, float]:
         macs, params = tp.utils.count_ops_and_params(pl_module, self._example)
@@ -399,6 +426,27 @@ def _training_inputs(trainer: pl.Trainer, n: int) -> list[Any]:
     for batch in _training_batches(trainer, n):
         out.append(_model_input(module.transfer_batch_to_device(batch, module.device, 0)))
     return out
+
+
+def _latency_ms(module: nn.Module, example: Any, runs: int = 30) -> float:
+    """Median CPU/GPU latency of one forward pass on ``example`` (warm-up excluded)."""
+    import statistics
+    import time
+
+    with _training_mode(module, False), torch.no_grad():
+        x = example.to(module.device) if isinstance(example, torch.Tensor) else example
+        for _ in range(5):
+            module(x)
+        times = []
+        for _ in range(runs):
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            module(x)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
 
 
 def _widths(module: nn.Module) -> dict[str, int]:
