@@ -184,12 +184,32 @@ def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _fast_cat(args: tuple, kwargs: dict) -> Any:
+    seq = args[0] if args else kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not isinstance(seq, list | tuple) or not seq or "out" in kwargs:
+        return NotImplemented
+    first = seq[0]
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "meta" and t.dim() == first.dim()
+               and t.dtype == first.dtype for t in seq) or not isinstance(dim, int) or first.dim() == 0:
+        return NotImplemented
+    d = dim % first.dim()
+    shape = list(first.shape)
+    for t in seq[1:]:
+        if any(a != b for i, (a, b) in enumerate(zip(t.shape, shape)) if i != d):
+            raise RuntimeError(f"cat: sizes of tensors must match except in dimension {d}")
+        shape[d] += t.shape[d]
+    return torch.empty(shape, dtype=first.dtype, device="meta")
+
+
 def fast_elementwise(name: str, args: tuple, kwargs: dict) -> Any:
     """Output of a common element-wise op on meta tensors, or ``NotImplemented``.
 
     Torch's meta kernels for these ops are Python references costing ~0.5 ms each; the
     result is fully determined by broadcasting and type promotion, so compute it here.
     """
+    if name in ("cat", "concat", "concatenate"):
+        return _fast_cat(args, kwargs)
     if name in _UNARY:
         x = args[0] if args else None
         if not isinstance(x, torch.Tensor) or x.device.type != "meta" or "dtype" in kwargs:

@@ -256,13 +256,11 @@ class Tracer:
     def _run_once_in_mode(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> Any:
         model = self.model
         self.device = device
-        stand_ins: dict[str, torch.Tensor] = {}
-        for name, p in model.named_parameters():
-            stand_ins[name] = _stand_in(p, device, clone=False)
-        for name, b in model.named_buffers():
-            stand_ins[name] = _stand_in(b, device, clone=True)
         originals = dict(model.named_parameters())
-        originals.update(dict(model.named_buffers()))
+        buffers = dict(model.named_buffers())
+        stand_ins: dict[str, torch.Tensor] = {n: _stand_in(p, device, clone=False) for n, p in originals.items()}
+        stand_ins.update({n: _stand_in(b, device, clone=True) for n, b in buffers.items()})
+        originals.update(buffers)
         self._stand_in = {id(t): (name, originals[name]) for name, t in stand_ins.items()}
         inputs = pytree.tree_map(lambda x: _stand_in(x, device, clone=False) if is_tensor(x) else x,
                                  example_inputs)
