@@ -67,6 +67,21 @@ class ElementTable:
         """Couple every entry of ``labels`` with the entry of ``target`` it broadcasts to."""
         self.unify(labels.reshape(-1), target.expand_as(labels).reshape(-1))
 
+    def couple(self, labels: list[Label | None]) -> Label | None:
+        """Unify dims that meet in one output dim; the shared label, or ``None``.
+
+        If any of them is unlabeled (a fixed size), all of them are frozen instead.
+        """
+        if not labels:
+            return None
+        if any(lab is None for lab in labels):
+            for lab in labels:
+                self.freeze(lab)
+            return None
+        for lab in labels[1:]:
+            self.unify(labels[0], lab)
+        return labels[0]
+
     def freeze(self, a: Label | None) -> None:
         if a is None or a.numel() == 0:
             return

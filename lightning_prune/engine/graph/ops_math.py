@@ -28,19 +28,8 @@ def broadcast_labels(st: TraceState, tensors: list[torch.Tensor], out_shape: lis
         size = out_shape[-k]
         if size <= 1:
             continue
-        labs = []
-        for t in tensors:
-            if t.dim() >= k and t.shape[-k] == size:
-                labs.append(st.labels(t)[-k])
-        if not labs:
-            continue
-        if any(lab is None for lab in labs):
-            for lab in labs:
-                st.table.freeze(lab)
-            continue
-        for lab in labs[1:]:
-            st.table.unify(labs[0], lab)
-        result[-k] = labs[0]
+        labs = [st.labels(t)[-k] for t in tensors if t.dim() >= k and t.shape[-k] == size]
+        result[-k] = st.table.couple(labs)
     return tuple(result)
 
 
@@ -150,23 +139,10 @@ def rule_einsum(st: TraceState, args: tuple, out: torch.Tensor) -> None:
                 letters.setdefault(ch, []).append(lab)
     result: list[Label | None] = []
     for ch in rhs:
-        labs = letters.get(ch, [])
-        if any(lab is None for lab in labs):
-            for lab in labs:
-                st.table.freeze(lab)
-            result.append(None)
-            continue
-        for lab in labs[1:]:
-            st.table.unify(labs[0], lab)
-        result.append(labs[0] if labs else None)
+        result.append(st.table.couple(letters.get(ch, [])))
     for ch, labs in letters.items():
         if ch not in rhs:
-            if any(lab is None for lab in labs):
-                for lab in labs:
-                    st.table.freeze(lab)
-            else:
-                for lab in labs[1:]:
-                    st.table.unify(labs[0], lab)
+            st.table.couple(labs)
     st.set(out, tuple(result), st.union_prods([t for t in operands if is_tensor(t)]))
 
 

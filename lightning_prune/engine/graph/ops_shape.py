@@ -238,15 +238,7 @@ def align_same_rank(st: TraceState, tensors: list[torch.Tensor], skip: int | Non
         if d == skip:
             continue
         labs = [st.labels(t)[d] for t in tensors if t.dim() == ndim and t.shape[d] > 1]
-        if not labs:
-            continue
-        if any(lab is None for lab in labs):
-            for lab in labs:
-                st.table.freeze(lab)
-            continue
-        for lab in labs[1:]:
-            st.table.unify(labs[0], lab)
-        result[d] = labs[0]
+        result[d] = st.table.couple(labs)
     return result
 
 
