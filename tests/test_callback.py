@@ -220,3 +220,17 @@ def test_sparse_training_regularizes_after_backward():
     trainer(2, [cb]).fit(model, *loaders())
     assert type(cb.pruner).__name__ == "GroupNormPruner"
     assert model.blocks[0].conv1.out_channels == 8
+
+
+def test_export_as_torch_export_program(tmp_path):
+    pl.seed_everything(0)
+    model = Net()
+    path = tmp_path / "pruned.pt2"
+    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[0], export_path=str(path), export_format="torch_export")
+    trainer(1, [cb]).fit(model, *loaders())
+    program = torch.export.load(str(path))
+    x = torch.randn(3, 1, 8, 8)[:1]
+    model.eval()
+    torch.testing.assert_close(program.module()(x), model(x))
+    with pytest.raises(ValueError, match="export_format"):
+        PruningCallback(export_format="tflite")

@@ -67,8 +67,11 @@ class PruningCallback(Callback):
         recalibration_batches: training batches used for that.
         importance_batches: training batches whose gradients feed gradient-based importances.
         monitor: metric shown before the first prune and at the end of fit (e.g. ``val_acc``).
-        export_path: where to save the pruned model at the end of fit (``.pt`` with the pruning
-            history and weights; load it with ``lightning_prune.load_pruned_checkpoint``).
+        export_path: where to save the pruned model at the end of fit.
+        export_format: ``"pt"`` (pruning history + weights; load it into a fresh module with
+            ``lightning_prune.load_pruned_checkpoint``), ``"torch_export"`` (a
+            ``torch.export`` program, load with ``torch.export.load``) or ``"onnx"`` (needs the
+            ``onnx`` and ``onnxscript`` packages).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class PruningCallback(Callback):
         importance_batches: int = 8,
         monitor: str | None = "val_acc",
         export_path: str | None = None,
+        export_format: Literal["pt", "torch_export", "onnx"] = "pt",
     ) -> None:
         super().__init__()
         if pruning_ratio is None and target_macs is None and target_params is None:
@@ -136,6 +140,9 @@ class PruningCallback(Callback):
         self.importance_batches = importance_batches
         self.monitor = monitor
         self.export_path = export_path
+        if export_format not in ("pt", "torch_export", "onnx"):
+            raise ValueError(f"PruningCallback: export_format must be pt, torch_export or onnx, got {export_format!r}")
+        self.export_format = export_format
         self.pruner: tp.pruner.MetaPruner | None = None
         self._hooks: HistoryHooks | None = None
         self._before: dict[str, float] = {}
@@ -289,8 +296,25 @@ class PruningCallback(Callback):
             import os
 
             os.makedirs(os.path.dirname(self.export_path) or ".", exist_ok=True)
+            self._export(pl_module)
+            rank_zero_info(f"[lightning-prune] saved the pruned model to {self.export_path} ({self.export_format})")
+
+    def _export(self, pl_module: pl.LightningModule) -> None:
+        if self.export_format == "pt":
             torch.save({"state_dict": pl_module.state_dict(), "history": self._history()}, self.export_path)
-            rank_zero_info(f"[lightning-prune] saved the pruned model to {self.export_path}")
+            return
+        example = (self._example,) if isinstance(self._example, torch.Tensor) else tuple(self._example)
+        with _training_mode(pl_module, False), torch.no_grad():
+            if self.export_format == "torch_export":
+                torch.export.save(torch.export.export(pl_module, example), self.export_path)
+                return
+            try:
+                import onnx  # noqa: F401
+                import onnxscript  # noqa: F401
+            except ImportError as err:
+                raise ImportError("export_format='onnx' needs the onnx and onnxscript packages: "
+                                  "pip install onnx onnxscript (or use export_format='torch_export')") from err
+            torch.onnx.export(pl_module, example, self.export_path)
 
     def _quality(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         out = {"latency_ms": _latency_ms(pl_module, self._example)}
