@@ -22,6 +22,10 @@ from torch import nn
 
 from ..engine import DependencyGraph, PruningError
 from ..engine.graph.trace import _tensor_leaves
+from ..engine.importance import GroupMagnitudeImportance
+from ..engine.pruner.planning import unit_scores
+
+_ROOT_MAGNITUDE = GroupMagnitudeImportance(p=2, group_reduction="first", normalizer=None)
 
 DETECTION_HEAD_NAMES = (
     "box_predictor", "cls_logits", "bbox_pred", "bbox_reg", "mask_fcn_logits", "kps_score_lowres",
@@ -67,8 +71,6 @@ def example_inputs_for(name: str, task: str, image_size: int | None = None) -> A
     if task == "video":
         if name.startswith(("mvit", "s3d")):
             return torch.randn(1, 3, 16, 224, 224)
-        if name.startswith("swin3d"):
-            return torch.randn(1, 3, 8, 112, 112)
         return torch.randn(1, 3, 8, 112, 112)
     if task == "optical_flow":
         return (torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128))
@@ -92,8 +94,6 @@ def build_model(name: str, task: str) -> nn.Module:
         kwargs["weights_backbone"] = None
         if name.startswith(("fcn", "deeplabv3")):
             kwargs["aux_loss"] = False
-    if task == "optical_flow" and name == "raft_large":
-        pass
     return torchvision.models.get_model(name, **kwargs)
 
 
@@ -103,8 +103,7 @@ def _outputs_signature(out: Any) -> Any:
     if isinstance(out, dict):
         return {k: _outputs_signature(v) for k, v in out.items()}
     if isinstance(out, tuple | list):
-        return type(out)(_outputs_signature(o) for o in out) if not hasattr(out, "_fields") else \
-            tuple(_outputs_signature(o) for o in out)
+        return tuple(_outputs_signature(o) for o in out)
     return type(out).__name__
 
 
@@ -117,19 +116,9 @@ def _run(model: nn.Module, inputs: Any) -> Any:
 
 
 def magnitude_order(group: Any) -> list[list[int]]:
-    """Units of a group, weakest first, by the L2 norm of the root layer's output weights."""
-    dep = group[0].dep
-    module = dep.target.module
-    weight = getattr(module, "weight", None) if isinstance(module, nn.Module) else module
-    units = group.units
-    if not isinstance(weight, torch.Tensor) or weight.dim() == 0:
-        return units
-    dim = 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
-    if isinstance(module, nn.Embedding):
-        dim = 1
-    w = weight.detach().float().movedim(dim, 0).flatten(1) if weight.dim() > 1 else weight.detach().float()[:, None]
-    norms = w.norm(dim=1)
-    return sorted(units, key=lambda u: float(norms[u].sum()) if max(u) < norms.numel() else 0.0)
+    """Units of a group, weakest first, by the L2 magnitude of the root layer's channels."""
+    scores = unit_scores(group, _ROOT_MAGNITUDE(group))
+    return [group.units[i] for i in torch.argsort(scores, stable=True).tolist()]
 
 
 def prune_by_ratio(DG: DependencyGraph, ratio: float, ignored_layers: list[Any],

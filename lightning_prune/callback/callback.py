@@ -191,7 +191,7 @@ class PruningCallback(Callback):
                     f"__init__, or pass example_input='first_batch' or an input shape such as [1, 3, 32, 32]"
                 )
             return example
-        batch = _first_training_batch(trainer)
+        batch = next(_training_batches(trainer, 1), None)
         if batch is None:
             raise ValueError("PruningCallback: example_input='first_batch' but no training dataloader could be "
                              "read at setup; set example_input_array or pass an input shape")
@@ -404,14 +404,6 @@ def _train_loader(trainer: pl.Trainer) -> Any:
             except Exception:  # noqa: BLE001 - not defined on this module
                 loader = None
     return loader
-
-
-def _first_training_batch(trainer: pl.Trainer) -> Any:
-    loader = _train_loader(trainer)
-    if loader is None:
-        return None
-    with torch.random.fork_rng():
-        return next(iter(loader), None)
 
 
 def _training_batches(trainer: pl.Trainer, n: int) -> Iterator[Any]:

@@ -115,7 +115,6 @@ class DependencyGraph:
         unwrapped = _normalize_unwrapped(model, unwrapped_parameters)
         self.split_mode = split_mode
         tracer = Tracer(model, self.customized_pruners, unwrapped, split_mode)
-        tracer._unwrapped_exclusive = unwrapped is not None
         result = tracer.run(example_inputs, forward_fn, output_transform, protect_outputs)
         ignored = _normalize_unwrapped(model, ignored_params) or {}
         for sp in result.spaces:
@@ -274,12 +273,9 @@ class DependencyGraph:
             origin[s] = (unit_first[u].tolist(), u.tolist())
         items = self._dependency_items(root, targets, origin)
         sensitive = bool(self._comp_sensitive[comps].any())
-        group = Group(self, items, [(s, p) for s, p in targets.items()], sensitive)
-        group.units = list(units.values())
-        group._root = root
-        group._unit_comps = list(units.keys())
-        group.is_head_group = bool(self._comp_heads[comps].any())
-        return group
+        return Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=list(units.values()),
+                     unit_comps=list(units.keys()), sensitive=sensitive,
+                     is_head_group=bool(self._comp_heads[comps].any()))
 
     def group_for_units(self, group: Group, units: Sequence[int]) -> Group:
         """The sub-group of ``group`` that removes the given units (indices into ``group.units``).
@@ -307,7 +303,6 @@ class DependencyGraph:
         by_name: dict[str, list[int]] = {}
         for s in targets:
             by_name.setdefault(self.spaces[s].name, []).append(s)
-        root_name = self.spaces[root].name
         items = [GroupItem(Dependency(self._handler(root), self._handler(root), self._node(root),
                                       self._node(root)), Idxs(targets.get(root, []), *origin.get(root, ([], []))))]
         seen = {root}
@@ -316,21 +311,15 @@ class DependencyGraph:
         while queue:
             src = queue.pop(0)
             src_name = self.spaces[src].name
-            for s in by_name[src_name]:
+            neighbours = sorted(adjacency.get(src_name, set()) & by_name.keys())
+            for s in by_name[src_name] + [s for nb in neighbours for s in by_name[nb]]:
                 if s not in seen:
                     seen.add(s)
                     queue.append(s)
                     items.append(self._item(src, s, targets, origin))
-            for nb in sorted(adjacency.get(src_name, set()) & by_name.keys()):
-                for s in by_name[nb]:
-                    if s not in seen:
-                        seen.add(s)
-                        queue.append(s)
-                        items.append(self._item(src, s, targets, origin))
         for s in targets:
             if s not in seen:
                 items.append(self._item(root, s, targets, origin))
-        del root_name
         return items
 
     def _item(self, src: int, dst: int, targets: dict[int, list[int]],
@@ -411,16 +400,20 @@ class DependencyGraph:
         return torch.unique(torch.cat(comps)) if comps else torch.zeros(0, dtype=torch.long)
 
     # ------------------------------------------------------------------ prune
-    @one_thread
-    def _apply(self, group: Group) -> dict:
-        self._require_built()
+    def _checked_snapshot(self, group: Group) -> ModelSnapshot:
+        """Refuse a group that cannot be pruned; otherwise what is needed to undo its prune."""
         problem = self._problem(group)
         if problem is not None:
             raise PruningError(f"cannot prune group rooted at {group[0].dep.target.name}: {problem}")
-        touched_modules = [self.spaces[s].module for s, _ in group._targets if self.spaces[s].module is not None]
-        touched_tensors = [self.spaces[s].param for s, _ in group._targets if self.spaces[s].param is not None]
+        modules = [self.spaces[s].module for s, _ in group._targets if self.spaces[s].module is not None]
+        tensors = [self.spaces[s].param for s, _ in group._targets if self.spaces[s].param is not None]
+        return ModelSnapshot(self.model, self._modules, modules, tensors)
+
+    @one_thread
+    def _apply(self, group: Group) -> dict:
+        self._require_built()
+        snapshot = self._checked_snapshot(group)
         old_sizes = {s: self.spaces[s].elems.numel() for s, _ in group._targets}
-        snapshot = ModelSnapshot(self.model, self._modules, touched_modules, touched_tensors)
         calls = self._calls(group)
         try:
             with recording(self._tensor_names) as rec:
@@ -461,11 +454,10 @@ class DependencyGraph:
         When units span several channels (same offset in every head, or whole heads), the
         number of units *is* the head dim (offsets mode) or the head count (blocks mode).
         """
-        root = getattr(group, "_root", None)
-        if root is None or not group.units or len(group.units[0]) < 2:
+        if not group.units or len(group.units[0]) < 2:
             return
         total = self._unit_total(group)
-        removed = {p for p in group[0].idxs}
+        removed = set(group[0].idxs)
         gone = sum(1 for u in group.units if u[0] in removed)
         names = HEAD_COUNT_ATTRIBUTES if self.split_mode == "blocks" else HEAD_DIM_ATTRIBUTES
         for s, _ in group._targets:
@@ -474,19 +466,14 @@ class DependencyGraph:
                 sync_ancestor_widths(self._modules, self._pruners, sp.name, total, total - gone, names)
 
     def _unit_total(self, group: Group) -> int:
-        root_space = self.spaces[group._root]
-        comps = torch.unique(self._comp[root_space.elems])
-        return int((comps != self._frozen).sum()) if len(group.units[0]) > 1 else len(group.units)
+        """Units in the whole root layer (prunable or not): the head count or head dim."""
+        comps = torch.unique(self._comp[self.spaces[group._root].elems])
+        return int((comps != self._frozen).sum())
 
     @one_thread
     def _soft_apply(self, group: Group) -> dict:
         """Record what :meth:`_apply` would remove, undo it, and zero those slices instead."""
-        problem = self._problem(group)
-        if problem is not None:
-            raise PruningError(f"cannot prune group rooted at {group[0].dep.target.name}: {problem}")
-        touched_modules = [self.spaces[s].module for s, _ in group._targets if self.spaces[s].module is not None]
-        touched_tensors = [self.spaces[s].param for s, _ in group._targets if self.spaces[s].param is not None]
-        snapshot = ModelSnapshot(self.model, self._modules, touched_modules, touched_tensors)
+        snapshot = self._checked_snapshot(group)
         try:
             with recording(self._tensor_names) as rec:
                 for fn, target, idxs in self._calls(group):

@@ -83,15 +83,20 @@ class Group:
     """Coupled channels across layers; ``prune()`` removes them all at once."""
 
     def __init__(self, graph: DependencyGraph, items: list[GroupItem], targets: list[tuple[int, list[int]]],
-                 sensitive: bool = False) -> None:
+                 root: int, units: list[list[int]], unit_comps: list[int], sensitive: bool = False,
+                 is_head_group: bool = False) -> None:
         self._graph = graph
         self._items = items
         self._targets = targets  # (space index, positions) to remove
+        self._root = root  # space index of the root
+        self._unit_comps = unit_comps  # component id of each unit (stable across prunes)
         self.sensitive = sensitive
+        #: Units span whole blocks coupled by a split (attention heads, or head dims).
+        self.is_head_group = is_head_group
         #: Root channel indices that can only be removed together (one list per unit).
         #: Usually one channel per unit; more when a layer ties channels, e.g. the same
         #: offset in every attention head or every group of a grouped conv.
-        self.units: list[list[int]] = [[i] for i in (items[0].idxs if items else [])]
+        self.units = units
 
     @property
     def root_idxs(self) -> list[int]:
@@ -112,7 +117,7 @@ class Group:
         return list(self._items)
 
     # -- actions -----------------------------------------------------------------------
-    def prune(self, idxs: Sequence[int] | None = None, record_attributes: bool = True) -> dict:
+    def prune(self, idxs: Sequence[int] | None = None) -> dict:
         """Remove the group's channels from every coupled layer, atomically.
 
         Args:

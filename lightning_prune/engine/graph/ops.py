@@ -88,9 +88,8 @@ def _outs(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def apply_rule(st: TraceState, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-    """Propagate labels from the inputs of one traced call to its outputs."""
-    name = op_name(func)
+def apply_rule(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Propagate labels from the inputs of one traced call (named by :func:`op_name`) to its outputs."""
     outs = _outs(out)
     inputs = m.tensors_in(args, kwargs)
     if name == "__setitem__":

@@ -88,7 +88,7 @@ class ModelSnapshot:
         for name, mod, before in self._attrs:
             now = self._plain(mod)
             for k, v in now.items():
-                if before.get(k, _MISSING) != v or k not in before:
+                if before.get(k, _MISSING) != v:
                     changes[f"{name}.{k}" if name else k] = v
         return changes
 

@@ -64,16 +64,15 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = NotImplemented
-        if self.tracer.device == "meta":
-            out = fast_elementwise(op_name(func), args, kwargs)
+        name = op_name(func)
+        out = fast_elementwise(name, args, kwargs) if self.tracer.device == "meta" else NotImplemented
         if out is NotImplemented:
             out = func(*args, **kwargs)
         if self.tracer.depth == 0 and self.tracer.recording:
-            if out is None and getattr(func, "__name__", "") != "__setitem__":
+            if out is None and name != "__setitem__":
                 return out
             if is_tensor(out) or isinstance(out, tuple | list) or out is None:
-                apply_rule(self.tracer.state, func, args, kwargs, out)
+                apply_rule(self.tracer.state, name, args, kwargs, out)
         return out
 
 
@@ -151,7 +150,7 @@ class Tracer:
         if self.unwrapped is not None and id(original) in self.unwrapped:
             chosen = self.unwrapped[id(original)]
             dims = range(t.dim()) if chosen is None else [chosen % t.dim()]
-        elif self.unwrapped is not None and self._unwrapped_exclusive:
+        elif self.unwrapped is not None:  # given explicitly: the others are kept whole
             return None
         labels = [None] * t.dim()
         for d in dims:
@@ -159,7 +158,6 @@ class Tracer:
                 labels[d] = self.param_space(name, original, d)
         return tuple(labels), frozenset({name})
 
-    _unwrapped_exclusive = False
     #: False for a dry run: the forward runs with the same fast shape-only paths, but no
     #: labels are recorded.
     recording = True

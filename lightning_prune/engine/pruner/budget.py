@@ -32,12 +32,8 @@ def meta_clone(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-SIMULATIONS = [0]  # trial prunes run so far (benchmarks report it)
-
-
 def simulate(pruner: MetaPruner, ratio: float, scores: dict[str, torch.Tensor], metric: str) -> float:
     """MACs or params after pruning a meta clone of ``pruner.model`` at ``ratio``."""
-    SIMULATIONS[0] += 1
     from ..graph import DependencyGraph
     from ..utils import count_ops_and_params
 
@@ -90,7 +86,7 @@ def solve_ratio_for_budget(pruner: MetaPruner, metric: str, target: float, toler
         else:
             hi, f_hi = guess, value
         if f_hi is None:
-            guess = min(hi, guess + (hi - guess) / 2 if guess >= hi - 1e-6 else guess * 1.25 + 0.01)
+            guess = min(hi, guess * 1.25 + 0.01)  # not overshot yet: push further
         else:
             guess = lo + (hi - lo) * f_lo / (f_lo - f_hi)  # regula falsi
             if not (lo < guess < hi) or min(guess - lo, hi - guess) < 1e-4 * (hi - lo):
