@@ -234,3 +234,53 @@ def test_export_as_torch_export_program(tmp_path):
     torch.testing.assert_close(program.module()(x), model(x))
     with pytest.raises(ValueError, match="export_format"):
         PruningCallback(export_format="tflite")
+
+
+def test_export_as_onnx_runs_in_onnx_checker(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="onnx is part of the dev extra")
+    pl.seed_everything(0)
+    model = Net()
+    path = tmp_path / "pruned.onnx"
+    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[0], export_path=str(path), export_format="onnx")
+    trainer(1, [cb]).fit(model, *loaders())
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    conv_shapes = {tuple(init.dims) for init in graph.graph.initializer if len(init.dims) == 4}
+    assert (8, 8, 3, 3) in conv_shapes and (16, 16, 3, 3) not in conv_shapes
+
+
+class RecordingLogger(pl.loggers.Logger):
+    """Keeps every logged metrics dict, so the test can read what the callback reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: list[dict] = []
+
+    @property
+    def name(self):
+        return "recording"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append(dict(metrics))
+
+
+def test_each_prune_logs_params_macs_and_per_layer_widths():
+    pl.seed_everything(0)
+    model = Net()
+    logger = RecordingLogger()
+    cb = PruningCallback(pruning_ratio=0.5, pruning_steps=2, start_epoch=1, recalibrate_bn=False)
+    pl.Trainer(max_epochs=3, callbacks=[cb], logger=logger, enable_progress_bar=False, enable_model_summary=False,
+               enable_checkpointing=False).fit(model, *loaders())
+    prunes = [m for m in logger.metrics if "pruning/params" in m]
+    assert len(prunes) == 2
+    assert prunes[0]["pruning/params"] > prunes[1]["pruning/params"] == sum(p.numel() for p in model.parameters())
+    assert prunes[1]["pruning/width/blocks.0.conv1"] == model.blocks[0].conv1.out_channels == 8
+    assert prunes[0]["pruning/width/blocks.0.conv1"] == 12
+    assert prunes[1]["pruning/width/head"] == 4  # the classifier keeps its outputs
