@@ -1,6 +1,6 @@
 """Progressive prune-during-finetune against one-shot prune + finetune, same total epochs.
 
-    python benchmarks/progressive_vs_oneshot.py [--epochs 40] [--target-macs 0.095]
+    python benchmarks/progressive_vs_oneshot.py [--epochs 40] [--target-macs 0.09]
 
 Same SmallResNet on scikit-learn's digits and the same number of epochs for every run:
 * dense: no pruning;
@@ -40,7 +40,7 @@ def run(epochs: int, callback: PruningCallback | None) -> tuple[float, float, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--target-macs", type=float, default=0.095)
+    parser.add_argument("--target-macs", type=float, default=0.09)
     parser.add_argument("--start", type=int, default=8, help="epoch of the first prune")
     parser.add_argument("--steps", type=int, default=8, help="progressive prune steps")
     args = parser.parse_args()
