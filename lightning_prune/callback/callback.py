@@ -235,7 +235,7 @@ class PruningCallback(Callback):
         size["epoch"] = float(trainer.current_epoch)
         self._events.append(size)
         metrics = {f"pruning/{k}": v for k, v in size.items() if k != "epoch"}
-        metrics.update({f"pruning/width/{n}": float(w) for n, w in _widths(pl_module).items()})
+        metrics.update({f"pruning/width/{n}": float(w) for n, w in tp.utils.layer_widths(pl_module).items()})
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         rank_zero_info(f"[lightning-prune] epoch {trainer.current_epoch}: pruned step "
@@ -317,7 +317,7 @@ class PruningCallback(Callback):
             torch.onnx.export(pl_module, example, self.export_path)
 
     def _quality(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        out = {"latency_ms": _latency_ms(pl_module, self._example)}
+        out = {"latency_ms": tp.utils.measure_latency(pl_module, self._example, warmup=5, repeats=30).median_ms}
         value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
         if value is not None:
             out["metric"] = float(value)
@@ -444,31 +444,3 @@ def _training_inputs(trainer: pl.Trainer, n: int) -> list[Any]:
     return out
 
 
-def _latency_ms(module: nn.Module, example: Any, runs: int = 30) -> float:
-    """Median CPU/GPU latency of one forward pass on ``example`` (warm-up excluded)."""
-    import statistics
-    import time
-
-    with _training_mode(module, False), torch.no_grad():
-        x = example.to(module.device) if isinstance(example, torch.Tensor) else example
-        for _ in range(5):
-            module(x)
-        times = []
-        for _ in range(runs):
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            module(x)
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
-
-
-def _widths(module: nn.Module) -> dict[str, int]:
-    out = {}
-    for name, m in module.named_modules():
-        width = getattr(m, "out_channels", None) or getattr(m, "out_features", None)
-        if isinstance(width, int) and name:
-            out[name] = width
-    return out

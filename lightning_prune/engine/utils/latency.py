@@ -1,0 +1,161 @@
+"""Latency of a model's forward pass, measured so that the figures can be trusted.
+
+A single timing of a forward pass is mostly noise: the first calls allocate memory and
+pick kernels, CUDA launches are asynchronous, and the thread pool size changes the
+result by integer factors. ``measure_latency`` therefore
+
+* runs ``warmup`` untimed forwards first,
+* synchronizes CUDA before starting and before stopping the clock of every run
+  (otherwise only the launch is timed),
+* fixes the intra-op thread count for the measurement and restores it afterwards,
+* times ``repeats`` runs one by one and reports robust statistics: the median, and the
+  interquartile range as the spread (a few slow outliers from a busy machine move the
+  mean and the standard deviation, not these).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LatencyStats", "call_model", "measure_latency", "move_inputs", "summarize_times", "thread_count"]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Statistics of ``repeats`` timed forward passes, all in milliseconds."""
+
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    p25_ms: float
+    p75_ms: float
+    min_ms: float
+    max_ms: float
+    warmup: int
+    repeats: int
+
+    @property
+    def iqr_ms(self) -> float:
+        """Interquartile range: the spread of the middle half of the runs."""
+        return self.p75_ms - self.p25_ms
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {**asdict(self), "iqr_ms": self.iqr_ms}
+
+
+def summarize_times(seconds: list[float], warmup: int = 0) -> LatencyStats:
+    """Turn per-run durations (seconds) into :class:`LatencyStats` (milliseconds).
+
+    Quartiles use the inclusive method, so for runs 1..5 ms they are 2 and 4 ms.
+    """
+    if not seconds:
+        raise ValueError("summarize_times: need at least one timed run (repeats >= 1)")
+    ms = [1000.0 * s for s in seconds]
+    if len(ms) == 1:
+        p25 = p75 = ms[0]
+    else:
+        p25, _, p75 = statistics.quantiles(ms, n=4, method="inclusive")
+    return LatencyStats(
+        median_ms=statistics.median(ms),
+        mean_ms=statistics.fmean(ms),
+        std_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0,
+        p25_ms=p25,
+        p75_ms=p75,
+        min_ms=min(ms),
+        max_ms=max(ms),
+        warmup=warmup,
+        repeats=len(ms),
+    )
+
+
+@contextlib.contextmanager
+def thread_count(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)``; ``None`` leaves it alone."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None to keep torch's setting), got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def move_inputs(inputs: Any, device: torch.device) -> Any:
+    """``inputs`` (a tensor, or tuples, lists and dicts of them) on ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, tuple | list):
+        return type(inputs)(move_inputs(x, device) for x in inputs)
+    if isinstance(inputs, dict):
+        return {k: move_inputs(v, device) for k, v in inputs.items()}
+    return inputs
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keyword inputs."""
+    if isinstance(inputs, tuple):
+        return model(*inputs)
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    return model(inputs)
+
+
+def measure_latency(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    warmup: int = 10,
+    repeats: int = 50,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LatencyStats:
+    """Time ``repeats`` forward passes of ``model`` on ``inputs`` after ``warmup`` untimed ones.
+
+    The model runs in eval mode under ``torch.inference_mode`` and is put back in the mode
+    it was in. ``inputs`` is a tensor, a tuple of positional inputs or a dict of keyword
+    inputs; they are moved to ``device`` (default: the model's device). ``clock`` is the
+    timer (seconds), replaceable in tests.
+    """
+    if warmup < 0:
+        raise ValueError(f"measure_latency: warmup must be >= 0, got {warmup}")
+    if repeats < 1:
+        raise ValueError(f"measure_latency: repeats must be >= 1, got {repeats}")
+    if device is None:
+        first = next(iter(model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("measure_latency: device='cuda' but CUDA is not available; use device='cpu'")
+    model.to(device)
+    inputs = move_inputs(inputs, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    model.eval()
+    times: list[float] = []
+    try:
+        with thread_count(threads), torch.inference_mode():
+            for _ in range(warmup):
+                call_model(model, inputs)
+            sync()
+            for _ in range(repeats):
+                sync()
+                start = clock()
+                call_model(model, inputs)
+                sync()
+                times.append(clock() - start)
+    finally:
+        model.train(was_training)
+    return summarize_times(times, warmup=warmup)
