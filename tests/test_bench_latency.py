@@ -106,3 +106,19 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="CUDA is not available"):
         measure_latency(CountingNet(), torch.randn(1, 4), device="cuda")
+
+
+def test_time_based_warmup_keeps_going_until_the_deadline():
+    import time
+
+    class Slow(nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            Slow.calls += 1
+            time.sleep(0.01)
+            return x
+
+    stats = measure_latency(Slow(), torch.randn(1), warmup=1, repeats=2, warmup_seconds=0.06)
+    assert stats.warmup >= 5  # 60 ms of 10 ms calls, not just the 1 requested
+    assert Slow.calls == stats.warmup + 2

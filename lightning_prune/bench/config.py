@@ -57,7 +57,9 @@ class BenchConfig:
         batch_sizes: latency is measured at each of these batch sizes.
         threads: intra-op threads while timing (``None``: torch's current setting).
         device: ``cpu`` or ``cuda``.
-        warmup: untimed forward passes before timing.
+        warmup: untimed forward passes before timing (at least this many).
+        warmup_seconds: keep warming up at least this long per measurement; on a VM the
+            first second of work runs slower whatever the number of calls.
         repeats: timed forward passes; the median and the interquartile range are reported.
         accuracy: measure top-1 on the datamodule (needs ``datamodule`` or the digits default).
         datamodule: any LightningDataModule yielding ``(x, y)`` batches; default: scikit-learn's
@@ -87,6 +89,7 @@ class BenchConfig:
     threads: int | None = 2
     device: str = "cpu"
     warmup: int = 10
+    warmup_seconds: float = 0.5
     repeats: int = 30
     accuracy: bool = True
     datamodule: pl.LightningDataModule | None = None
@@ -125,6 +128,8 @@ class BenchConfig:
             raise ValueError(f"bench: `target` must be ratio, macs or params, got {self.target!r}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"bench: `batch_sizes` must be positive ints, got {self.batch_sizes}")
+        if self.warmup_seconds < 0:
+            raise ValueError(f"bench: `warmup_seconds` must be >= 0, got {self.warmup_seconds}")
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError(f"bench: need repeats >= 1 and warmup >= 0, got {self.repeats} and {self.warmup}")
         if self.threads is not None and self.threads < 1:

@@ -1,4 +1,4 @@
-"""Prunability of torchvision's model zoo.
+"""Prunability of torchvision's model zoo (and a sample of timm's).
 
 For each float model (random init) this builds the dependency graph, removes a fraction
 of the channels of every prunable group, and checks that the pruned model
@@ -7,13 +7,26 @@ of the channels of every prunable group, and checks that the pruned model
 * has fewer parameters,
 * keeps every output shape (detection: the same output keys).
 
+It also counts MACs before and after with :func:`~lightning_prune.engine.utils.count_ops_and_params`
+(a model whose MACs cannot be counted is still reported, with ``n/a``).
+
 Classifier and box heads are never pruned: their outputs reach the model output, which
 the dependency graph protects on its own; detection heads are also listed explicitly.
+
+timm models are named ``timm/<name>`` (for example ``timm/resnet18``) and are built with
+``timm.create_model(name, pretrained=False)``: random init, nothing is downloaded.
+:func:`markdown_report` turns a list of :class:`ZooResult` into the table of
+``docs/zoo_report.md``.
 """
 
 from __future__ import annotations
 
+import datetime
+import importlib.util
+import logging
+import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +37,9 @@ from ..engine import DependencyGraph, PruningError
 from ..engine.graph.trace import _tensor_leaves
 from ..engine.importance import GroupMagnitudeImportance
 from ..engine.pruner.planning import unit_scores
+from ..engine.utils import count_ops_and_params
+
+_LOG = logging.getLogger(__name__)
 
 _ROOT_MAGNITUDE = GroupMagnitudeImportance(p=2, group_reduction="first", normalizer=None)
 
@@ -32,9 +48,29 @@ DETECTION_HEAD_NAMES = (
     "classification_head", "regression_head", "ctrness",
 )
 
+TIMM_PREFIX = "timm/"
+#: The timm models the report adds (those the installed timm has): CNNs, a ConvNeXt and ViTs.
+TIMM_SAMPLE = (
+    "resnet18", "efficientnet_b0", "convnext_atto", "mobilenetv3_small_100",
+    "vit_tiny_patch16_224", "deit_tiny_patch16_224",
+)
+
+#: Columns of the Markdown table written by :func:`markdown_report`.
+REPORT_COLUMNS = (
+    "model", "task", "status", "params before (M)", "params after (M)", "MACs before (G)",
+    "MACs after (G)", "graph build (ms)", "groups pruned", "note",
+)
+
 
 @dataclass
 class ZooResult:
+    """What :func:`check_model` found for one model.
+
+    ``macs_before``/``macs_after`` are ``None`` when the MACs could not be counted
+    (``macs_error`` says why); that does not make the model fail. ``skip_reasons``
+    holds the first line of each refused prune, ``notes`` short remarks for the table.
+    """
+
     name: str
     ok: bool
     params_before: int = 0
@@ -45,6 +81,28 @@ class ZooResult:
     skipped_groups: int = 0
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    task: str = ""
+    macs_before: int | None = None
+    macs_after: int | None = None
+    macs_error: str = ""
+    skip_reasons: list[str] = field(default_factory=list)
+    total_s: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "FAIL"
+
+    @property
+    def note(self) -> str:
+        """The table's note: the error, groups kept whole, why MACs are missing, remarks."""
+        parts = [self.error] if self.error else []
+        if self.skipped_groups:
+            plural = "s" if self.skipped_groups > 1 else ""
+            parts.append(f"{self.skipped_groups} group{plural} kept whole")
+        if self.macs_error:
+            parts.append(f"MACs n/a ({self.macs_error})")
+        parts.extend(self.notes)
+        return "; ".join(parts)
 
 
 def float_model_names() -> list[str]:
@@ -54,7 +112,28 @@ def float_model_names() -> list[str]:
     return [n for n in torchvision.models.list_models() if n not in quantized]
 
 
+def timm_available() -> bool:
+    return importlib.util.find_spec("timm") is not None
+
+
+def timm_model_names(sample: Iterable[str] = TIMM_SAMPLE) -> list[str]:
+    """``timm/<name>`` for each model of ``sample`` that the installed timm provides."""
+    import timm
+
+    known = set(timm.list_models())
+    missing = [n for n in sample if n not in known]
+    if missing:
+        _LOG.warning("timm %s has no %s; left out of the report", timm.__version__, ", ".join(missing))
+    return [TIMM_PREFIX + n for n in sample if n in known]
+
+
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM_PREFIX)
+
+
 def task_of(name: str) -> str:
+    if is_timm(name):
+        return "classification"
     import torchvision.models as tvm
 
     for task, module in (("detection", tvm.detection), ("segmentation", tvm.segmentation),
@@ -64,8 +143,25 @@ def task_of(name: str) -> str:
     return "classification"
 
 
-def example_inputs_for(name: str, task: str, image_size: int | None = None) -> Any:
-    """Random inputs of the shape ``name`` expects; ``image_size`` shrinks images for speed."""
+def _timm_image_size(model: nn.Module | None, image_size: int | None) -> int:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    # ViT-style models embed a fixed grid of patches: they keep their own size
+    if image_size and model is not None and not hasattr(model, "patch_embed"):
+        size = image_size
+    return size
+
+
+def example_inputs_for(name: str, task: str, image_size: int | None = None,
+                       model: nn.Module | None = None) -> Any:
+    """Random inputs of the shape ``name`` expects; ``image_size`` shrinks images for speed.
+
+    ``model`` (the built model) is only read for timm models: their input size comes
+    from their ``pretrained_cfg``.
+    """
+    if is_timm(name):
+        size = _timm_image_size(model, image_size)
+        return torch.randn(1, 3, size, size)
     if task == "detection":
         return ([torch.rand(3, image_size or 224, image_size or 224)],)
     if task == "video":
@@ -83,6 +179,11 @@ def example_inputs_for(name: str, task: str, image_size: int | None = None) -> A
 
 
 def build_model(name: str, task: str) -> nn.Module:
+    """A random-init model; ``timm/<name>`` through ``timm.create_model`` (nothing downloaded)."""
+    if is_timm(name):
+        import timm
+
+        return timm.create_model(name[len(TIMM_PREFIX):], pretrained=False)
     import torchvision
 
     kwargs: dict[str, Any] = {"weights": None}
@@ -113,6 +214,20 @@ def _detection_signature(out: Any) -> Any:
 
 def _run(model: nn.Module, inputs: Any) -> Any:
     return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+
+
+def count_macs(model: nn.Module, inputs: Any) -> tuple[int | None, str]:
+    """MACs of one forward pass on ``inputs`` (called like :func:`check_model` calls the model).
+
+    Returns ``(macs, "")``, or ``(None, reason)`` when they cannot be counted.
+    """
+    try:
+        macs, _ = count_ops_and_params(model, inputs, forward_fn=_run)
+    except Exception as err:  # noqa: BLE001 - a missing count is reported, not fatal
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}" if str(err) else type(err).__name__
+        _LOG.warning("could not count the MACs of %s: %s", type(model).__name__, reason)
+        return None, reason
+    return int(macs), ""
 
 
 def magnitude_order(group: Any) -> list[list[int]]:
@@ -146,24 +261,33 @@ def prune_by_ratio(DG: DependencyGraph, ratio: float, ignored_layers: list[Any],
     return total, pruned, skipped
 
 
-def check_model(name: str, ratio: float = 0.5, image_size: int | None = None) -> ZooResult:
-    """Prune ``name`` by ``ratio`` of its channels and check it still works."""
-    task = task_of(name)
+def check_model(name: str, ratio: float = 0.5, image_size: int | None = None,
+                macs: bool = True) -> ZooResult:
+    """Prune ``name`` by ``ratio`` of its channels and check it still works.
+
+    Never raises for a broken model: the error is in the result (``ok=False``), so a
+    sweep goes on. ``macs=False`` skips counting MACs.
+    """
+    t_start = time.perf_counter()
     res = ZooResult(name, ok=False)
     try:
+        res.task = task = task_of(name)
         torch.manual_seed(0)
         model = build_model(name, task).eval()
-        inputs = example_inputs_for(name, task, image_size)
+        inputs = example_inputs_for(name, task, image_size, model=model)
         with torch.no_grad():
             before = _run(model, inputs)
         sig = _detection_signature(before) if task == "detection" else _outputs_signature(before)
         res.params_before = sum(p.numel() for p in model.parameters())
+        if macs:
+            res.macs_before, res.macs_error = count_macs(model, inputs)
         ignored = [m for n, m in model.named_modules() if n.split(".")[-1] in DETECTION_HEAD_NAMES]
         t0 = time.perf_counter()
         trace_inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         DG = DependencyGraph().build_dependency(model, trace_inputs)
         res.build_s = time.perf_counter() - t0
-        res.groups, res.pruned_groups, res.skipped_groups = prune_by_ratio(DG, ratio, ignored, res.notes)
+        res.groups, res.pruned_groups, res.skipped_groups = prune_by_ratio(
+            DG, ratio, ignored, res.skip_reasons)
         res.params_after = sum(p.numel() for p in model.parameters())
         out = _run(model, inputs)
         after = _detection_signature(out) if task == "detection" else _outputs_signature(out)
@@ -179,9 +303,130 @@ def check_model(name: str, ratio: float = 0.5, image_size: int | None = None) ->
             x = inputs if isinstance(inputs, torch.Tensor) else inputs[0]
             out = model(torch.cat([x, x]))
             sum(t.float().sum() for t in _tensor_leaves(out)).backward()
+            model.eval()
         if res.params_after >= res.params_before:
             raise AssertionError(f"params did not fall: {res.params_before} -> {res.params_after}")
+        if macs and res.macs_before is not None:
+            res.macs_after, res.macs_error = count_macs(model, inputs)
         res.ok = True
     except Exception as err:  # noqa: BLE001 - reported in the table, the sweep goes on
-        res.error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        res.error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}" if str(err) else type(err).__name__
+    res.total_s = time.perf_counter() - t_start
     return res
+
+
+def _warm_up() -> None:
+    """One small build first, so the first model's build time carries no one-off costs."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(288, 4))
+    DependencyGraph().build_dependency(net.eval(), torch.randn(1, 3, 8, 8))
+
+
+def run_zoo(names: Sequence[str], ratio: float = 0.5, image_size: int | None = None,
+            on_result: Callable[[int, ZooResult], None] | None = None, macs: bool = True) -> list[ZooResult]:
+    """:func:`check_model` on each of ``names`` in turn; a failing model never stops the sweep.
+
+    ``on_result(i, result)`` (``i`` counts from 1) is called as each model finishes.
+    """
+    _warm_up()
+    results = []
+    for i, name in enumerate(names, 1):
+        res = check_model(name, ratio, image_size, macs=macs)
+        results.append(res)
+        if on_result is not None:
+            on_result(i, res)
+    return results
+
+
+def describe_environment(timm_used: bool = False, threads: int | None = None) -> dict[str, str]:
+    """Date, library versions and machine facts for a report header (take it before the run)."""
+    import torchvision
+
+    env = {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "versions": f"torch {torch.__version__}, torchvision {torchvision.__version__}",
+        "cpus": str(os.cpu_count()),
+        "threads": str(threads if threads is not None else torch.get_num_threads()),
+        "load": "n/a",
+    }
+    if timm_used:
+        import timm
+
+        env["versions"] += f", timm {timm.__version__}"
+    try:
+        env["load"] = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except (AttributeError, OSError):
+        pass
+    return env
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _num(value: int | float | None, scale: float, digits: int = 2) -> str:
+    return "n/a" if not value else f"{value / scale:.{digits}f}"
+
+
+def report_row(res: ZooResult) -> str:
+    """One Markdown table row, in the order of :data:`REPORT_COLUMNS`."""
+    built = res.build_s > 0
+    cells = [
+        res.name, res.task or "?", res.status,
+        _num(res.params_before, 1e6), _num(res.params_after, 1e6),
+        _num(res.macs_before, 1e9, 3), _num(res.macs_after, 1e9, 3),
+        f"{res.build_s * 1000:.0f}" if built else "n/a",
+        f"{res.pruned_groups}/{res.groups}" if built else "n/a",
+        _cell(res.note),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_report(results: Sequence[ZooResult], *, ratio: float, command: str,
+                    environment: dict[str, str] | None = None, image_size: int | None = None) -> str:
+    """The Markdown prunability report: a header saying how it was made, then one row per model.
+
+    ``command`` is the exact command line that produced ``results``; ``environment``
+    comes from :func:`describe_environment` (taken now when not given).
+    """
+    has_timm = any(is_timm(r.name) for r in results)
+    env = environment or describe_environment(timm_used=has_timm)
+    ok = sum(r.ok for r in results)
+    title = "# Prunability of the torchvision zoo" + (" and a timm sample" if has_timm else "")
+    sizes = (f"images shrunk to {image_size} px where the model allows it" if image_size else
+             "images 224 px (inception_v3 299, timm models the size of their pretrained_cfg)")
+    lines = [
+        title,
+        "",
+        f"Generated by `{command}` on {env['date']} with {env['versions']}.",
+        "",
+        f"Timings are wall-clock on this machine ({env['cpus']} CPU cores, {env['threads']} torch threads, "
+        f"load average {env['load']} at the start), one build per model, so they compare models with "
+        "each other, not machines; `benchmarks/compare_torch_pruning.py` gives medians side by side "
+        "with Torch-Pruning.",
+        "",
+        "Each model is built with random init (nothing is downloaded; timm models through "
+        "`timm.create_model(name, pretrained=False)`), and every prunable group loses "
+        f"{ratio:g} of its channels, weakest by L2 magnitude. The pruned model must run forward "
+        "and backward, keep its output shapes and have fewer parameters. Groups the dry run "
+        "refuses (the model would break) are kept whole and counted in the note.",
+        "",
+        f"Inputs: batch 1, {sizes}; video 8x112x112 (mvit, s3d 16x224x224); optical flow two "
+        "128x128 frames. MACs are counted by `lightning_prune.engine.utils.count_ops_and_params` "
+        "for one forward pass (detection models resize images internally, so theirs are for the "
+        "resized image); `n/a` where they could not be counted. Graph build is one "
+        "`DependencyGraph.build_dependency` call.",
+        "",
+        f"**pruned {ok}/{len(results)} models** at ratio {ratio:g}.",
+        "",
+        "| " + " | ".join(REPORT_COLUMNS) + " |",
+        "|" + "|".join("---:" if ("(M)" in c or "(G)" in c or "(ms)" in c or c == "groups pruned") else "---"
+                       for c in REPORT_COLUMNS) + "|",
+    ]
+    lines.extend(report_row(r) for r in results)
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: str | os.PathLike[str], results: Sequence[ZooResult], **kwargs: Any) -> None:
+    """Write :func:`markdown_report` to ``path``."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(markdown_report(results, **kwargs))

@@ -4,7 +4,9 @@ A single timing of a forward pass is mostly noise: the first calls allocate memo
 pick kernels, CUDA launches are asynchronous, and the thread pool size changes the
 result by integer factors. ``measure_latency`` therefore
 
-* runs ``warmup`` untimed forwards first,
+* runs untimed forwards first: at least ``warmup`` of them and, if ``warmup_seconds`` is
+  set, for at least that long (measured here: on a VM the first second or two of a busy
+  loop runs up to 2x slower, whatever the number of calls, as clocks and caches settle),
 * synchronizes CUDA before starting and before stopping the clock of every run
   (otherwise only the launch is timed),
 * fixes the intra-op thread count for the measurement and restores it afterwards,
@@ -118,11 +120,15 @@ def measure_latency(
     *,
     warmup: int = 10,
     repeats: int = 50,
+    warmup_seconds: float = 0.0,
     device: str | torch.device | None = None,
     threads: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LatencyStats:
-    """Time ``repeats`` forward passes of ``model`` on ``inputs`` after ``warmup`` untimed ones.
+    """Time ``repeats`` forward passes of ``model`` on ``inputs`` after untimed warm-up ones.
+
+    Warm-up runs at least ``warmup`` forwards and keeps going until ``warmup_seconds`` have
+    passed; :attr:`LatencyStats.warmup` is the number actually run.
 
     The model runs in eval mode under ``torch.inference_mode`` and is put back in the mode
     it was in. ``inputs`` is a tensor, a tuple of positional inputs or a dict of keyword
@@ -133,6 +139,8 @@ def measure_latency(
         raise ValueError(f"measure_latency: warmup must be >= 0, got {warmup}")
     if repeats < 1:
         raise ValueError(f"measure_latency: repeats must be >= 1, got {repeats}")
+    if warmup_seconds < 0:
+        raise ValueError(f"measure_latency: warmup_seconds must be >= 0, got {warmup_seconds}")
     if device is None:
         first = next(iter(model.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -147,9 +155,11 @@ def measure_latency(
     times: list[float] = []
     try:
         with thread_count(threads), torch.inference_mode():
-            for _ in range(warmup):
+            warmed, deadline = 0, time.perf_counter() + warmup_seconds
+            while warmed < warmup or time.perf_counter() < deadline:
                 call_model(model, inputs)
-            sync()
+                sync()
+                warmed += 1
             for _ in range(repeats):
                 sync()
                 start = clock()
@@ -158,4 +168,4 @@ def measure_latency(
                 times.append(clock() - start)
     finally:
         model.train(was_training)
-    return summarize_times(times, warmup=warmup)
+    return summarize_times(times, warmup=warmed)
