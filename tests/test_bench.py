@@ -240,3 +240,30 @@ def test_digits_accuracy_with_finetune_through_the_callback_and_sparse_training(
         assert rows[method].params < rows["dense"].params
         assert rows[method].accuracy is not None and rows[method].accuracy_delta is not None
         assert rows[method].widths["stem.0"] == 4
+
+
+# ---------------------------------------------------------------- model names
+def test_models_by_builtin_name_torchvision_name_and_class_path():
+    from lightning_prune.bench.models import build_model
+
+    small = build_model(ModelSpec("small_resnet", kwargs={"width": 8}), [1, 3, 8, 8], num_classes=5)
+    assert small.stem[0].in_channels == 3 and small.fc.out_features == 5
+    tv = build_model(ModelSpec("torchvision:resnet18", kwargs={"num_classes": 7}), [1, 3, 32, 32], 10)
+    assert tv.fc.out_features == 7
+    by_path = build_model(ModelSpec("lightning_prune.models.SmallResNet", kwargs={"width": 4}), [1, 1, 8, 8], 10)
+    assert isinstance(by_path, SmallResNet) and by_path.stem[0].out_channels == 4
+    with pytest.raises(ValueError, match="cannot import 'Nope'"):
+        build_model(ModelSpec("lightning_prune.models.Nope"), [1, 1, 8, 8], 10)
+
+
+def test_timm_models_build_when_timm_is_installed():
+    from lightning_prune.bench.models import build_model
+
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs timm"):
+            build_model(ModelSpec("timm:resnet18"), [1, 3, 32, 32], 10)
+        return
+    model = build_model(ModelSpec("timm:resnet18", kwargs={"num_classes": 3}), [1, 3, 32, 32], 10).eval()
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
