@@ -58,6 +58,9 @@ class BenchConfig:
         threads: intra-op threads while timing (``None``: torch's current setting).
         device: ``cpu`` or ``cuda``.
         warmup: untimed forward passes before timing (at least this many).
+        steady_allocator: fix glibc malloc's mmap/trim thresholds for the run, so large
+            activations do not cost page faults in some measurements and not in others
+            (see ``lightning_prune.bench.allocator``).
         warmup_seconds: keep warming up at least this long per measurement; on a VM the
             first second of work runs slower whatever the number of calls.
         repeats: timed forward passes; the median and the interquartile range are reported.
@@ -90,6 +93,7 @@ class BenchConfig:
     device: str = "cpu"
     warmup: int = 10
     warmup_seconds: float = 0.5
+    steady_allocator: bool = True
     repeats: int = 30
     accuracy: bool = True
     datamodule: pl.LightningDataModule | None = None

@@ -46,6 +46,11 @@ def _methods(rows: list[RunResult], model: str) -> list[str]:
     return list(dict.fromkeys(r.method for r in rows if r.model == model and r.method != "dense"))
 
 
+def _colour(rows: list[RunResult], model: str, method: str) -> str:
+    """The same colour for a method in every plot; dense is black."""
+    return "black" if method == "dense" else f"C{_methods(rows, model).index(method) % 10}"
+
+
 def _dense(rows: list[RunResult], model: str) -> RunResult | None:
     return next((r for r in rows if r.model == model and r.method == "dense" and r.ok), None)
 
@@ -59,7 +64,8 @@ def _accuracy_vs_latency(plt, rows, models, bs, path):
             if not pts:
                 continue
             ax.scatter([r.latency[bs]["median_ms"] for r in pts], [100 * r.accuracy for r in pts],
-                       marker="*" if method == "dense" else "o", s=160 if method == "dense" else 40, label=method)
+                       marker="*" if method == "dense" else "o", s=160 if method == "dense" else 40, label=method,
+                       color=_colour(rows, model, method))
             for r in pts:
                 if r.ratio is not None:
                     ax.annotate(f"{r.ratio:g}", (r.latency[bs]["median_ms"], 100 * r.accuracy), fontsize=7,
@@ -92,8 +98,9 @@ def _latency_macs_vs_ratio(plt, rows, models, bs, target, path):
             ax_lat.errorbar([r.ratio for r in lat], [r.latency[bs]["median_ms"] for r in lat],
                             yerr=[[r.latency[bs]["median_ms"] - r.latency[bs]["p25_ms"] for r in lat],
                                   [r.latency[bs]["p75_ms"] - r.latency[bs]["median_ms"] for r in lat]],
-                            marker="o", capsize=3, label=method)
-            ax_macs.plot([r.ratio for r in pts], [r.macs / 1e6 for r in pts], marker="o", label=method)
+                            marker="o", capsize=3, label=method, color=_colour(rows, model, method))
+            ax_macs.plot([r.ratio for r in pts], [r.macs / 1e6 for r in pts], marker="o", label=method,
+                         color=_colour(rows, model, method))
         if dense is not None:
             if bs in dense.latency:
                 ax_lat.axhline(dense.latency[bs]["median_ms"], color="gray", linestyle=":", label="dense")
@@ -126,7 +133,7 @@ def _layer_widths(plt, rows, models, target, path):
                 continue
             most = max(pts, key=lambda r: r.ratio if target == "ratio" else -r.ratio)
             ax.plot(range(len(names)), [most.widths.get(n, 0) for n in names], drawstyle="steps-mid",
-                    label=f"{method} @ {most.ratio:g}")
+                    label=f"{method} @ {most.ratio:g}", color=_colour(rows, model, method))
         ax.set(title=f"{model}: output width per layer, dense and each method's most pruned run",
                ylabel="channels / features")
         step = max(1, len(names) // 40)

@@ -46,7 +46,8 @@ def render_report(run: Any, command: str | None = None, plot_files: list[str] | 
         f"- **Models** {', '.join(dict.fromkeys(r.model for r in rows))}; **methods** {', '.join(cfg.methods)}; "
         f"**ratios** {', '.join(f'{r:g}' for r in cfg.ratios)} ({target_text}).",
         f"- **Latency**: {cfg.device}, {env['threads']} thread(s), batch sizes {cfg.batch_sizes}; at least {cfg.warmup} "
-        f"warm-up runs and {cfg.warmup_seconds:g} s of warm-up, then the median ± half the interquartile range of {cfg.repeats} timed runs, in ms.",
+        f"warm-up runs and {cfg.warmup_seconds:g} s of warm-up, then the median ± half the interquartile range of {cfg.repeats} timed runs, in ms; allocator: "
+        f"{env.get('allocator', 'default')}.",
         "- **Accuracy**: " + (f"top-1 (torchmetrics) on the validation set of {data}; dense model trained "
                                f"{cfg.train_epochs} epochs, pruned models finetuned {cfg.finetune_epochs} epochs"
                                + (", BatchNorm recalibrated after each prune" if cfg.recalibrate_bn else "")

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..engine.utils import count_ops_and_params, layer_widths, measure_latency
 from .accuracy import top1_accuracy
+from .allocator import steady_allocator
 from .config import BenchConfig, ModelSpec
 from .methods import MethodContext, PruneTarget, get_method
 from .models import build_model
@@ -147,6 +148,7 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = pri
     ``progress`` receives one line per finished run (``None``: silent).
     """
     run = BenchRun(config=cfg, environment=environment(cfg))
+    run.environment["allocator"] = steady_allocator() if cfg.steady_allocator else "default"
     start, other_load = time.perf_counter(), _OtherLoad()
     datamodule = _datamodule(cfg)
     tracker = _Progress(len(cfg.models) * (1 + len(cfg.methods) * len(cfg.ratios)), progress)
