@@ -5,6 +5,10 @@ than one intra-op thread, each of them pays a thread hand-off that costs more th
 op; on a busy machine, 6-18x more (measured: searchsorted on 80k elements, 7 us with one
 thread, 43 us with two under load). Switching costs ~14 us, so entry points switch to one
 thread and restore the caller's setting on the way out.
+
+Large tensor work inside those entry points (weight norms for importance, index_select
+of big weights) is the opposite case: it scales with threads. :func:`for_large` gives
+such an op the caller's thread count back while it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ import torch
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: Tensors with at least this many elements are "large": worth the thread switch.
+LARGE_NUMEL = 1 << 18
+
+# The caller's thread count while inside single_threaded() (innermost last).
+_caller_threads: list[int] = []
+
+
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     n = torch.get_num_threads()
@@ -26,10 +37,26 @@ def single_threaded() -> Iterator[None]:
         yield
         return
     torch.set_num_threads(1)
+    _caller_threads.append(n)
     try:
         yield
     finally:
+        _caller_threads.pop()
         torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def for_large(numel: int) -> Iterator[None]:
+    """Inside :func:`single_threaded`, run a tensor op on ``numel`` elements with the
+    caller's threads if it is large (at least :data:`LARGE_NUMEL`); otherwise do nothing."""
+    if not _caller_threads or numel < LARGE_NUMEL or torch.get_num_threads() != 1:
+        yield
+        return
+    torch.set_num_threads(_caller_threads[-1])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
 
 
 def one_thread(fn: F) -> F:

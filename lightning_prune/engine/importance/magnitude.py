@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..threads import for_large
 from .base import GroupImportance, check_p
 from .slices import ChannelSlice, channel_slices
 
@@ -79,7 +80,8 @@ class GroupMagnitudeImportance(SliceImportance):
         self.p = check_p(p)
 
     def slice_scores(self, piece: ChannelSlice) -> torch.Tensor:
-        return torch.linalg.vector_norm(piece.gather(), ord=self.p, dim=1).double().pow(self.p)
+        with for_large(piece.tensor.numel()):
+            return torch.linalg.vector_norm(piece.gather(), ord=self.p, dim=1).double().pow(self.p)
 
 
 class MagnitudeImportance(GroupMagnitudeImportance):

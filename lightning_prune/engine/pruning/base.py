@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..records import active_recorders
+from ..threads import for_large
 
 
 class PruningError(ValueError):
@@ -91,7 +92,7 @@ def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> 
     if len(keep) == tensor.shape[dim] and keep == list(range(tensor.shape[dim])):
         return
     index = torch.as_tensor(keep, dtype=torch.long, device=tensor.device)
-    with torch.no_grad():
+    with torch.no_grad(), for_large(tensor.numel()):
         new = torch.index_select(tensor.data, dim, index).contiguous()
         tensor.data = new
         grad = tensor.grad
