@@ -98,6 +98,10 @@ class RootMap:
         self.unit_offsets = torch.cumsum(sizes, 0) - sizes
         flat = torch.as_tensor([r for u in units for r in u], dtype=torch.long)
         self.unit_positions = self.positions(flat)
+        # the common case: one root index per unit, in root order; an item whose units
+        # are 0..size-1 then maps position for position (fast path of scatter)
+        self._identity_units = (list(range(self.size)) if len(units) == self.size and bool(
+            torch.equal(self.unit_positions, torch.arange(self.size))) else None)
 
     def positions(self, root_values: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Position of each root index value in ``group[0].idxs`` (``-1`` if absent)."""
@@ -121,6 +125,8 @@ class RootMap:
         scores = torch.zeros(self.size, dtype=torch.float64)
         hit = torch.zeros(self.size, dtype=torch.bool)
         units = getattr(idxs, "units", None)
+        if self._identity_units is not None and units == self._identity_units and local.numel() == self.size:
+            return local.clone(), torch.ones(self.size, dtype=torch.bool)
         n_units = self.unit_sizes.numel()
         if units is None or len(units) != local.numel():
             pos = self.positions(list(idxs))

