@@ -127,13 +127,15 @@ def _layer_widths(plt, rows, models, target, path):
         names = list(dense.widths)
         ax.plot(range(len(names)), [dense.widths[n] for n in names], drawstyle="steps-mid", color="black",
                 linewidth=2, label="dense")
-        for method in _methods(rows, model):
+        for k, method in enumerate(_methods(rows, model)):
             pts = [r for r in rows if r.model == model and r.method == method and r.ok]
             if not pts:
                 continue
             most = max(pts, key=lambda r: r.ratio if target == "ratio" else -r.ratio)
+            # methods often agree on widths: vary the dash so overlapping lines stay visible
             ax.plot(range(len(names)), [most.widths.get(n, 0) for n in names], drawstyle="steps-mid",
-                    label=f"{method} @ {most.ratio:g}", color=_colour(rows, model, method))
+                    label=f"{method} @ {most.ratio:g}", color=_colour(rows, model, method),
+                    linestyle=("--", ":", "-.", (0, (5, 1)))[k % 4], linewidth=1.6)
         ax.set(title=f"{model}: output width per layer, dense and each method's most pruned run",
                ylabel="channels / features")
         step = max(1, len(names) // 40)
