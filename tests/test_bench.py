@@ -195,7 +195,8 @@ def test_failures_are_isolated_and_every_file_is_written(tmp_path, monkeypatch):
                               ModelSpec("no_such_model", input_shape=[1, 1, 8, 8]),
                               ModelSpec("small_resnet", input_shape=[1, 1, 8, 8], kwargs={"width": 16})],
                       methods=["magnitude", "exploding", "masking"], ratios=[0.5], batch_sizes=[1, 4],
-                      accuracy=False, warmup=1, warmup_seconds=0, repeats=3, threads=1, profile_top=5, output_dir=str(tmp_path))
+                      accuracy=False, warmup=1, warmup_seconds=0, repeats=3, threads=1, profile_top=5,
+                      chrome_trace=True, output_dir=str(tmp_path))
     lines: list[str] = []
     run = run_benchmark(cfg, progress=lines.append)
     assert len(lines) == 3 * (1 + 3) and lines[-1].startswith("[ 12/12]")
@@ -213,6 +214,8 @@ def test_failures_are_isolated_and_every_file_is_written(tmp_path, monkeypatch):
     assert set(run.profiles) == {f"{m} / {k}" for m in ("small_resnet", "small_resnet#2")
                                  for k in ("dense", "magnitude @ 0.5", "masking @ 0.5")}
     assert "aten::" in run.profiles["small_resnet / dense"]
+    traces = sorted(tmp_path.glob("trace_*.json"))
+    assert len(traces) == 6 and all("traceEvents" in json.loads(t.read_text()) for t in traces)
 
     paths = write_outputs(run, command="lightning-prune bench --test")
     for name in ("results.csv", "results.json", "report.md", *PLOT_FILES):
