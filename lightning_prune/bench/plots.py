@@ -37,6 +37,13 @@ def write_plots(rows: list[RunResult], out_dir: str | Path, batch_size: int, tar
     return paths
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)  # figures are not freed otherwise: a long sweep would keep them all
+    return path
+
+
 def _legend(ax) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -79,10 +86,7 @@ def _accuracy_vs_latency(plt, rows, models, bs, path):
         ax.set(title=model, xlabel=f"latency at batch {bs} (ms, median)", ylabel="top-1 accuracy (%)")
         ax.grid(alpha=0.3)
         _legend(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _latency_macs_vs_ratio(plt, rows, models, bs, target, path):
@@ -111,10 +115,7 @@ def _latency_macs_vs_ratio(plt, rows, models, bs, target, path):
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             _legend(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _layer_widths(plt, rows, models, target, path):
@@ -142,7 +143,4 @@ def _layer_widths(plt, rows, models, target, path):
         ax.set_xticks(range(0, len(names), step), names[::step], rotation=90, fontsize=6)
         ax.grid(alpha=0.3)
         _legend(ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
