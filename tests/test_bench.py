@@ -195,7 +195,7 @@ def test_failures_are_isolated_and_every_file_is_written(tmp_path, monkeypatch):
                               ModelSpec("no_such_model", input_shape=[1, 1, 8, 8]),
                               ModelSpec("small_resnet", input_shape=[1, 1, 8, 8], kwargs={"width": 16})],
                       methods=["magnitude", "exploding", "masking"], ratios=[0.5], batch_sizes=[1, 4],
-                      accuracy=False, warmup=1, warmup_seconds=0, repeats=3, threads=1, profile_top=5,
+                      accuracy=False, warmup=1, warmup_seconds=0, settle=None, repeats=3, threads=1, profile_top=5,
                       chrome_trace=True, output_dir=str(tmp_path))
     lines: list[str] = []
     run = run_benchmark(cfg, progress=lines.append)
@@ -233,7 +233,7 @@ def test_failures_are_isolated_and_every_file_is_written(tmp_path, monkeypatch):
 def test_digits_accuracy_with_finetune_through_the_callback_and_sparse_training(tmp_path):
     cfg = BenchConfig(models=[ModelSpec("small_resnet", kwargs={"width": 8})],
                       methods=["magnitude", "sparse_group_norm"], ratios=[0.5], batch_sizes=[16],
-                      train_epochs=2, finetune_epochs=1, sparse_epochs=1, warmup=1, warmup_seconds=0, repeats=3, threads=1,
+                      train_epochs=2, finetune_epochs=1, sparse_epochs=1, warmup=1, warmup_seconds=0, settle=None, repeats=3, threads=1,
                       profile=False, plots=False, output_dir=str(tmp_path))
     run = run_benchmark(cfg, progress=None)
     rows = {r.method: r for r in run.results}

@@ -95,7 +95,7 @@ def test_tuple_and_dict_inputs():
     assert measure_latency(Two(), {"a": torch.ones(2), "b": torch.ones(2)}, warmup=0, repeats=2).repeats == 2
 
 
-@pytest.mark.parametrize("kwargs, match", [({"repeats": 0}, "repeats"), ({"warmup": -1}, "warmup"),
+@pytest.mark.parametrize("kwargs, match", [({"repeats": 0}, "repeats"), ({"warmup": -1}, "warmup"), ({"settle": 1.5}, "settle"),
                                            ({"threads": 0}, "threads")])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -122,3 +122,19 @@ def test_time_based_warmup_keeps_going_until_the_deadline():
     stats = measure_latency(Slow(), torch.randn(1), warmup=1, repeats=2, warmup_seconds=0.06)
     assert stats.warmup >= 5  # 60 ms of 10 ms calls, not just the 1 requested
     assert Slow.calls == stats.warmup + 2
+
+
+def test_settle_keeps_warming_up_until_two_windows_agree():
+    # windows of 3 runs: 10 ms, then 5 ms (changed), then 5 ms (settled); then 4 timed runs
+    durations = [10.0] * 3 + [5.0] * 3 + [5.0] * 3 + [5.0, 5.0, 6.0, 5.0]
+    net = CountingNet()
+    stats = measure_latency(net, torch.randn(1, 4), warmup=2, repeats=4, settle=0.05, clock=FakeClock(durations))
+    assert stats.warmup == 2 + 9 and net.calls == 2 + 9 + 4
+    assert stats.median_ms == pytest.approx(5.0) and stats.max_ms == pytest.approx(6.0)
+
+
+def test_settle_gives_up_after_max_warmup_seconds():
+    durations = [float(i) for i in range(1, 400)]  # never settles
+    stats = measure_latency(CountingNet(), torch.randn(1, 4), warmup=0, repeats=1, settle=0.01,
+                            max_warmup_seconds=0.0, clock=FakeClock(durations))
+    assert stats.warmup == 0 and stats.repeats == 1

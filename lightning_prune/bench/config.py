@@ -63,6 +63,9 @@ class BenchConfig:
             (see ``lightning_prune.bench.allocator``).
         warmup_seconds: keep warming up at least this long per measurement; on a VM the
             first second of work runs slower whatever the number of calls.
+        settle: then keep warming up until two consecutive windows of runs agree within this
+            relative tolerance (``null``: no such check), for at most ``max_warmup_seconds``.
+        max_warmup_seconds: upper bound of the warm-up of one measurement.
         repeats: timed forward passes; the median and the interquartile range are reported.
         accuracy: measure top-1 on the datamodule (needs ``datamodule`` or the digits default).
         datamodule: any LightningDataModule yielding ``(x, y)`` batches; default: scikit-learn's
@@ -93,6 +96,8 @@ class BenchConfig:
     device: str = "cpu"
     warmup: int = 10
     warmup_seconds: float = 0.5
+    settle: float | None = 0.05
+    max_warmup_seconds: float = 10.0
     steady_allocator: bool = True
     repeats: int = 30
     accuracy: bool = True
@@ -132,6 +137,8 @@ class BenchConfig:
             raise ValueError(f"bench: `target` must be ratio, macs or params, got {self.target!r}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"bench: `batch_sizes` must be positive ints, got {self.batch_sizes}")
+        if self.settle is not None and not 0 < self.settle < 1:
+            raise ValueError(f"bench: `settle` must be in (0, 1) or null, got {self.settle}")
         if self.warmup_seconds < 0:
             raise ValueError(f"bench: `warmup_seconds` must be >= 0, got {self.warmup_seconds}")
         if self.repeats < 1 or self.warmup < 0:

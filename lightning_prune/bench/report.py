@@ -46,8 +46,11 @@ def render_report(run: Any, command: str | None = None, plot_files: list[str] | 
         f"- **Models** {', '.join(dict.fromkeys(r.model for r in rows))}; **methods** {', '.join(cfg.methods)}; "
         f"**ratios** {', '.join(f'{r:g}' for r in cfg.ratios)} ({target_text}).",
         f"- **Latency**: {cfg.device}, {env['threads']} thread(s), batch sizes {cfg.batch_sizes}; at least {cfg.warmup} "
-        f"warm-up runs and {cfg.warmup_seconds:g} s of warm-up, then the median ± half the interquartile range of {cfg.repeats} timed runs, in ms; allocator: "
-        f"{env.get('allocator', 'default')}.",
+        f"warm-up runs and {cfg.warmup_seconds:g} s of warm-up"
+        + (f", continued until two windows of runs agree within {cfg.settle:.0%} (at most "
+           f"{cfg.max_warmup_seconds:g} s)" if cfg.settle is not None else "")
+        + f", then the median ± half the interquartile range of {cfg.repeats} timed runs, in ms; allocator: "
+          f"{env.get('allocator', 'default')}.",
         "- **Accuracy**: " + (f"top-1 (torchmetrics) on the validation set of {data}; dense model trained "
                                f"{cfg.train_epochs} epochs, pruned models finetuned {cfg.finetune_epochs} epochs"
                                + (", BatchNorm recalibrated after each prune" if cfg.recalibrate_bn else "")
@@ -95,8 +98,11 @@ def _model_section(run: Any, model: str, bs_main: int, plot_files: list[str]) ->
             path = " → ".join(f"{ms:.3g} ms @ {ratio:g}" for ratio, ms in zip(t.ratios, t.latencies_ms, strict=True))
             verdict = (f"falls, {t.speedup:.2f}x faster than dense at the most pruned ratio" if t.falls else
                        f"does not fall ({t.speedup:.2f}x dense at the most pruned ratio)")
-            if t.kind == "masking":
+            if t.kind == "masking" and not t.falls:
                 verdict += ": the masks zero weights but every tensor keeps its shape, so the same dense work runs"
+            elif t.kind == "masking":
+                verdict += (": unexpected for masks, which keep every shape (the dense kernels do the same work); "
+                            "treat it as measurement noise and re-run before reading anything into it")
             lines.append(f"- {t.method} ({t.kind}): {path}: {verdict}.")
         lines.append("")
     front = pareto_front(rows, bs_main)

@@ -257,7 +257,8 @@ def _measure(network: nn.Module, label: str, method: str, kind: str, cfg: BenchC
     for bs in cfg.batch_sizes:
         batch = torch.randn(bs, *input_shape[1:])
         stats = measure_latency(network, batch, warmup=cfg.warmup, repeats=cfg.repeats, device=cfg.device,
-                                threads=cfg.threads, warmup_seconds=cfg.warmup_seconds)
+                                threads=cfg.threads, warmup_seconds=cfg.warmup_seconds, settle=cfg.settle,
+                                max_warmup_seconds=cfg.max_warmup_seconds)
         row.latency[bs] = stats.as_dict()
     if datamodule is not None:
         row.accuracy = top1_accuracy(network, datamodule, cfg.num_classes, cfg.device)
