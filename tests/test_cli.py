@@ -9,7 +9,9 @@ import pytest
 
 from lightning_prune.cli import cli_main
 
-CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.yaml")))
+ALL_CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.yaml")))
+BENCH_CONFIGS = [c for c in ALL_CONFIGS if os.path.basename(c).startswith("bench_")]
+CONFIGS = [c for c in ALL_CONFIGS if c not in BENCH_CONFIGS]  # fit configs
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
@@ -19,6 +21,15 @@ def test_print_config(config, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "lightning_prune.PruningCallback" in out
+
+
+@pytest.mark.parametrize("config", BENCH_CONFIGS, ids=os.path.basename)
+def test_bench_print_config(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bench", "--config", config, "--print_config"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "methods:" in out and "batch_sizes:" in out and "settle:" in out
 
 
 def test_short_fit_from_yaml_with_the_cli_optimizer_key(tmp_path):
