@@ -37,7 +37,8 @@ class PruningRecorder:
 
     def notify(self, tensor: torch.Tensor, dim: int, keep: list[int]) -> None:
         name = self.names.get(id(tensor), f"<unnamed:{id(tensor)}>")
-        self.record.setdefault(name, []).append((int(dim), [int(i) for i in keep]))
+        kept = keep if all(type(i) is int for i in keep) else [int(i) for i in keep]
+        self.record.setdefault(name, []).append((int(dim), list(kept)))
 
 
 def active_recorders() -> list[PruningRecorder]:

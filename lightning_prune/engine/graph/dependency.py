@@ -246,35 +246,46 @@ class DependencyGraph:
     @one_thread
     def _group_from(self, root: int, comps: torch.Tensor) -> Group:
         elems = self._members(comps)
-        spaces = self._elem_space[elems]
-        pos = self._elem_pos[elems]
         targets: dict[int, list[int]] = {}
+        space_ids: list[int] = []
+        counts: list[int] = []
+        elem_comps = torch.zeros(0, dtype=torch.long)
         if elems.numel():
+            spaces = self._elem_space[elems]
             keep = spaces >= 0
-            spaces, pos = spaces[keep], pos[keep]
+            elems, spaces = elems[keep], spaces[keep]
+            pos = self._elem_pos[elems]
             order = torch.argsort(spaces * (int(pos.max()) + 1) + pos)
-            spaces, pos = spaces[order], pos[order]
-            uniq, counts = torch.unique_consecutive(spaces, return_counts=True)
-            for s, chunk in zip(uniq.tolist(), torch.split(pos, counts.tolist())):
+            elems, spaces, pos = elems[order], spaces[order], pos[order]
+            elem_comps = self._comp[elems]
+            uniq, count_t = torch.unique_consecutive(spaces, return_counts=True)
+            space_ids, counts = uniq.tolist(), count_t.tolist()
+            for s, chunk in zip(space_ids, torch.split(pos, counts)):
                 targets[s] = chunk.tolist()
-        root_elems = self.spaces[root].elems
-        root_pos = torch.as_tensor(targets.get(root, []), dtype=torch.long)
-        units: dict[int, list[int]] = {}
-        for c, p in zip(self._comp[root_elems[root_pos]].tolist(), root_pos.tolist()):
-            units.setdefault(c, []).append(p)
-        unit_comps = torch.as_tensor(list(units.keys()), dtype=torch.long)
-        order = torch.argsort(unit_comps)
-        sorted_comps = unit_comps[order]
-        unit_first = torch.as_tensor([u[0] for u in units.values()], dtype=torch.long)
+        # units: the root's positions grouped by component, in order of first appearance
+        root_pos = targets.get(root, [])
+        start = sum(c for s, c in zip(space_ids, counts) if s < root)
+        root_comps = elem_comps[start:start + len(root_pos)].tolist() if root in targets else []
+        if len(set(root_comps)) == len(root_comps):  # one root index per unit: the common case
+            units_list = [[p] for p in root_pos]
+            unit_comp_list = root_comps
+        else:
+            units: dict[int, list[int]] = {}
+            for c, p in zip(root_comps, root_pos):
+                units.setdefault(c, []).append(p)
+            units_list, unit_comp_list = list(units.values()), list(units.keys())
         origin: dict[int, tuple[list[int], list[int]]] = {}
-        for s, pos in targets.items():
-            c = self._comp[self.spaces[s].elems[torch.as_tensor(pos, dtype=torch.long)]]
-            u = order[torch.searchsorted(sorted_comps, c).clamp(max=max(len(units) - 1, 0))]
-            origin[s] = (unit_first[u].tolist(), u.tolist())
+        if space_ids and units_list:
+            unit_comps = torch.as_tensor(unit_comp_list, dtype=torch.long)
+            by_comp = torch.argsort(unit_comps)
+            unit_of = by_comp[torch.searchsorted(unit_comps[by_comp], elem_comps).clamp(max=len(units_list) - 1)]
+            first_of = torch.as_tensor([u[0] for u in units_list], dtype=torch.long)[unit_of]
+            for s, f, u in zip(space_ids, torch.split(first_of, counts), torch.split(unit_of, counts)):
+                origin[s] = (f.tolist(), u.tolist())
         items = self._dependency_items(root, targets, origin)
         sensitive = bool(self._comp_sensitive[comps].any())
-        return Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=list(units.values()),
-                     unit_comps=list(units.keys()), sensitive=sensitive,
+        return Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=units_list,
+                     unit_comps=unit_comp_list, sensitive=sensitive,
                      is_head_group=bool(self._comp_heads[comps].any()))
 
     def group_for_units(self, group: Group, units: Sequence[int]) -> Group:

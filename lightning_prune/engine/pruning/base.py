@@ -48,7 +48,16 @@ def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: str) -> 
         if idxs.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
             raise PruningError(f"{what}: idxs must be integers, got a {idxs.dtype} tensor")
         idxs = idxs.flatten().tolist()
-    out = set()
+    if all(type(i) is int for i in idxs):  # the common case, checked in bulk
+        out = set(idxs)
+        if out and (min(out) < 0 or max(out) >= size):
+            bad = min(out) if min(out) < 0 else max(out)
+            raise PruningError(
+                f"{what}: index {bad} is out of range for {size} channels; pass indices in [0, {size})"
+            )
+        idxs = ()
+    else:
+        out = set()
     for i in idxs:
         if isinstance(i, bool) or not isinstance(i, int):
             try:
