@@ -409,3 +409,18 @@ def test_depthwise_conv_is_coupled_in_and_out():
     g.prune()
     torch.testing.assert_close(model(x), before)
     assert model[2].groups == 4 and model[2].in_channels == 4
+
+
+@pytest.mark.parametrize("fn, shape, size", [
+    ("adaptive_avg_pool1d", (2, 6, 9), 4),
+    ("adaptive_avg_pool2d", (2, 6, 7, 5), 1),
+    ("adaptive_avg_pool2d", (2, 6, 7, 5), (3, None)),
+    ("adaptive_avg_pool2d", (6, 7, 5), [2, 2]),
+    ("adaptive_avg_pool3d", (1, 6, 4, 5, 6), (2, 3, 1)),
+])
+def test_meta_shortcut_for_adaptive_pooling_matches_torch(fn, shape, size):
+    from lightning_prune.engine.graph.fast_meta import fast_elementwise
+
+    got = fast_elementwise(fn, (torch.empty(shape, device="meta"), size), {})
+    want = getattr(torch.nn.functional, fn)(torch.zeros(shape), size)
+    assert got.device.type == "meta" and got.shape == want.shape and got.dtype == want.dtype
