@@ -208,3 +208,28 @@ def test_get_all_groups_respects_ignored_layers_and_root_types():
     assert linear_only == []  # the only Linear is the protected classifier
     by_name = [g[0].dep.target.name for g in DG.get_all_groups(ignored_layers=["layer4"])]
     assert not any(n.startswith("layer4") for n in by_name)
+
+
+def test_producers_of_a_residual_stream_stay_bounded_and_groups_stay_whole():
+    """A deep residual stream must not give every layer an edge to every earlier block."""
+    from lightning_prune.engine.graph.state import MAX_PRODUCERS
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv(x)
+
+    depth = 3 * MAX_PRODUCERS
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *[Block() for _ in range(depth)], nn.Conv2d(4, 2, 1)).eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 8, 8))
+    assert len(DG._edges) <= (MAX_PRODUCERS + 2) * (depth + 1)  # linear in depth, not quadratic
+    group = DG.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[1])
+    pruned_layers = {dep.target.name for dep, _ in group}
+    # the stream couples the stem and every block's conv, in and out: all of them are in the group
+    assert {f"{i}.conv" for i in range(1, depth + 1)} <= pruned_layers
+    group.prune()
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 2, 8, 8)
+    assert model[1].conv.weight.shape == (3, 3, 3, 3)

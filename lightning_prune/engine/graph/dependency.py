@@ -150,11 +150,15 @@ class DependencyGraph:
         for i in range(len(self.spaces)):
             self._index_space(i)
         self._tensor_names = tensor_names(model)
+        space_names = {sp.name for sp in self.spaces}
+
+        def reached(name: str) -> bool:  # called itself or inside a called module
+            parts = name.split(".")
+            return any(".".join(parts[:k]) in result.called for k in range(1, len(parts) + 1))
+
         self.unreached_modules = [
             name for name, mod in self._modules.items()
-            if id(mod) in self._pruners and name not in result.called
-            and not any(name.startswith(c + ".") for c in result.called)
-            and not any(sp.name == name for sp in self.spaces)
+            if id(mod) in self._pruners and name not in space_names and not reached(name)
             and any(True for _ in mod.parameters(recurse=False))
         ]
 

@@ -114,6 +114,7 @@ def apply_module_rule(tracer: Tracer, module: nn.Module, name: str, pruner: Any,
     for p in prods:
         tracer.edges.add((p, name))
     here = frozenset({name})
+    st.note_call(name)
     builtin = _is_builtin(tracer, module)
 
     if builtin and isinstance(module, nn.MultiheadAttention):

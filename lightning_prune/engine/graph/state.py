@@ -15,6 +15,14 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+#: A tensor remembers at most this many producers (the most recently called ones). A
+#: residual stream otherwise carries every earlier block as a producer, and each layer
+#: reading it would add an edge to each of them: quadratic in depth (800 blocks: 320k
+#: edges). The near producers keep every member of a group connected for ordering its
+#: items; no group content depends on these edges.
+MAX_PRODUCERS = 32
+
+
 class TraceState:
     """Maps live tensors to their per-dim labels and to the graph nodes that produced them.
 
@@ -26,6 +34,8 @@ class TraceState:
         self.table = table
         self._labels: dict[int, tuple[torch.Tensor, Labels]] = {}
         self._prods: dict[int, frozenset[str]] = {}
+        self._call_rank: dict[str, int] = {}  # module name -> order of its (last) call
+        self._calls = 0
         # Called for tensors seen for the first time (parameters used functionally).
         self.source_labels = None
         self.unknown_ops: dict[str, int] = {}
@@ -55,7 +65,15 @@ class TraceState:
         if len(labels) != t.dim():
             labels = (None,) * t.dim()
         self._labels[id(t)] = (t, labels)
+        if len(prods) > MAX_PRODUCERS:
+            rank = self._call_rank
+            prods = frozenset(sorted(prods, key=lambda p: rank.get(p, -1))[-MAX_PRODUCERS:])
         self._prods[id(t)] = prods
+
+    def note_call(self, name: str) -> None:
+        """Record that module ``name`` produced an output just now (for :data:`MAX_PRODUCERS`)."""
+        self._calls += 1
+        self._call_rank[name] = self._calls
 
     def note_unknown(self, name: str) -> None:
         self.unknown_ops[name] = self.unknown_ops.get(name, 0) + 1
