@@ -239,7 +239,7 @@ def _ctx(cfg: BenchConfig, input_shape: list[int], datamodule: pl.LightningDataM
                          ignored_layers=list(spec.ignored_layers), finetune_epochs=cfg.finetune_epochs,
                          sparse_epochs=cfg.sparse_epochs, regularization_strength=cfg.regularization_strength,
                          recalibrate_bn=cfg.recalibrate_bn, recalibration_batches=cfg.recalibration_batches,
-                         round_to=cfg.round_to)
+                         round_to=cfg.round_to, device=cfg.device)
 
 
 def _measure(network: nn.Module, label: str, method: str, kind: str, cfg: BenchConfig, input_shape: list[int],

@@ -59,6 +59,7 @@ class MethodContext:
     recalibration_batches: int = 16
     importance_batches: int = 8
     round_to: int | None = None
+    device: str = "cpu"
 
     def require_data(self, method: str) -> pl.LightningDataModule:
         if self.datamodule is None:
@@ -78,9 +79,15 @@ class MethodContext:
         return out
 
     def trainer(self, max_epochs: int, callbacks: list[pl.Callback]) -> pl.Trainer:
-        """A quiet Trainer for finetuning: no logger, checkpoints or progress bar."""
+        """A quiet Trainer for finetuning on the benchmark's device: no logger, checkpoints or progress bar."""
+        if self.device.startswith("cuda"):
+            index = int(self.device.split(":")[1]) if ":" in self.device else 0
+            accelerator, devices = "gpu", [index]
+        else:
+            accelerator, devices = "cpu", 1
         return pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+                          enable_progress_bar=False, enable_model_summary=False, accelerator=accelerator,
+                          devices=devices)
 
 
 class PruningMethod(ABC):
