@@ -11,13 +11,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
-import platform
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +23,11 @@ import torch
 from torch import nn
 
 from ..engine.utils import count_ops_and_params, layer_widths, measure_latency
+from ..lightning import DigitsDataModule, ImageClassifier
 from .accuracy import top1_accuracy
 from .allocator import steady_allocator
 from .config import BenchConfig, ModelSpec
+from .environment import OtherLoad, environment
 from .methods import MethodContext, PruneTarget, get_method
 from .models import build_model
 from .profiling import profile_operators
@@ -55,57 +54,6 @@ class BenchRun:
         dm = self.config.datamodule
         cfg["datamodule"] = None if dm is None else f"{type(dm).__module__}.{type(dm).__qualname__}"
         return cfg
-
-
-def environment(cfg: BenchConfig) -> dict[str, Any]:
-    import torchvision
-
-    env = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "lightning": pl.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": torch.multiprocessing.cpu_count(),
-        "threads": cfg.threads if cfg.threads is not None else torch.get_num_threads(),
-        "device": cfg.device,
-    }
-    if cfg.device.startswith("cuda") and torch.cuda.is_available():
-        env["cuda_device"] = torch.cuda.get_device_name(torch.device(cfg.device))
-    return env
-
-
-class _OtherLoad:
-    """Share of the machine's CPU time used by *other* processes during the run (Linux).
-
-    Latencies measured while something else keeps the cores busy are noisy (with several
-    intra-op threads, one preempted thread stalls the whole op), so the report says so.
-    Busy time comes from ``/proc/stat``; this process's own CPU time is subtracted.
-    """
-
-    def __init__(self) -> None:
-        self.start = self._snapshot()
-
-    @staticmethod
-    def _snapshot() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [float(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)) / ticks  # minus idle, iowait
-        own = sum(os.times()[:4])
-        return busy, own, time.monotonic()
-
-    def fraction(self) -> float | None:
-        end = self._snapshot()
-        if self.start is None or end is None or end[2] <= self.start[2]:
-            return None
-        others = (end[0] - self.start[0]) - (end[1] - self.start[1])
-        return round(max(0.0, others) / ((end[2] - self.start[2]) * (os.cpu_count() or 1)), 3)
 
 
 @contextlib.contextmanager
@@ -149,7 +97,7 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = pri
     """
     run = BenchRun(config=cfg, environment=environment(cfg))
     run.environment["allocator"] = steady_allocator() if cfg.steady_allocator else "default"
-    start, other_load = time.perf_counter(), _OtherLoad()
+    start, other_load = time.perf_counter(), OtherLoad()
     datamodule = _datamodule(cfg)
     tracker = _Progress(len(cfg.models) * (1 + len(cfg.methods) * len(cfg.ratios)), progress)
     labels = _model_labels(cfg.models)
@@ -166,8 +114,6 @@ def _datamodule(cfg: BenchConfig) -> pl.LightningDataModule | None:
         return None
     dm = cfg.datamodule
     if dm is None:
-        from ..lightning import DigitsDataModule
-
         dm = DigitsDataModule()
     dm.prepare_data()
     dm.setup("fit")
@@ -188,15 +134,10 @@ def _most_pruned(cfg: BenchConfig) -> float:
 
 def _run_model(cfg: BenchConfig, spec: ModelSpec, label: str, datamodule: pl.LightningDataModule | None,
                run: BenchRun, tracker: _Progress) -> None:
-    from ..lightning import ImageClassifier
+    """The dense row of one model, then one row per method and ratio."""
     t0 = time.perf_counter()
     try:
-        input_shape = spec.input_shape or [1, *next(iter(datamodule.val_dataloader()))[0].shape[1:]]
-        pl.seed_everything(cfg.seed, verbose=False)
-        dense = ImageClassifier(build_model(spec, input_shape, cfg.num_classes), num_classes=cfg.num_classes,
-                                input_shape=input_shape, lr=cfg.lr)
-        if datamodule is not None and cfg.train_epochs > 0:
-            _ctx(cfg, input_shape, datamodule, spec).trainer(cfg.train_epochs, []).fit(dense, datamodule)
+        dense, input_shape = _train_dense(cfg, spec, datamodule)
         base = _measure(dense.model, label, "dense", "dense", cfg, input_shape, datamodule, None, run)
     except Exception as err:  # noqa: BLE001 - one failing model is reported, the sweep goes on
         run.results.append(RunResult(model=label, method="dense", kind="dense", status="error",
@@ -214,23 +155,43 @@ def _run_model(cfg: BenchConfig, spec: ModelSpec, label: str, datamodule: pl.Lig
     for name in cfg.methods:
         for ratio in cfg.ratios:
             t0 = time.perf_counter()
-            method = get_method(name)
-            try:
-                pl.seed_everything(cfg.seed, verbose=False)
-                pruned = ImageClassifier(copy.deepcopy(dense.model), num_classes=cfg.num_classes,
-                                         input_shape=input_shape, lr=cfg.lr)
-                method.apply(pruned, PruneTarget(cfg.target, ratio), ctx)
-                seconds = time.perf_counter() - t0
-                profile_key = f"{label} / {name} @ {ratio}" if ratio == _most_pruned(cfg) else None
-                row = _measure(pruned.model, label, name, method.kind, cfg, input_shape, datamodule,
-                               profile_key, run)
-                row.target, row.ratio, row.prune_seconds = cfg.target, ratio, seconds
-                _relate(row, base)
-            except Exception as err:  # noqa: BLE001 - reported in the table, the sweep goes on
-                row = RunResult(model=label, method=name, kind=method.kind, target=cfg.target, ratio=ratio,
-                                status="error", error=_error_text(err))
+            row = _method_row(cfg, label, name, ratio, dense, base, input_shape, datamodule, ctx, run)
             run.results.append(row)
             tracker.step(f"{label} {name} {ratio}", row.status, time.perf_counter() - t0)
+
+
+def _train_dense(cfg: BenchConfig, spec: ModelSpec,
+                 datamodule: pl.LightningDataModule | None) -> tuple[ImageClassifier, list[int]]:
+    """Build the model and train it ``train_epochs`` (when there is data), so accuracy means something."""
+    input_shape = spec.input_shape or [1, *next(iter(datamodule.val_dataloader()))[0].shape[1:]]
+    pl.seed_everything(cfg.seed, verbose=False)
+    dense = ImageClassifier(build_model(spec, input_shape, cfg.num_classes), num_classes=cfg.num_classes,
+                            input_shape=input_shape, lr=cfg.lr)
+    if datamodule is not None and cfg.train_epochs > 0:
+        _ctx(cfg, input_shape, datamodule, spec).trainer(cfg.train_epochs, []).fit(dense, datamodule)
+    return dense, input_shape
+
+
+def _method_row(cfg: BenchConfig, label: str, name: str, ratio: float, dense: ImageClassifier, base: RunResult,
+                input_shape: list[int], datamodule: pl.LightningDataModule | None, ctx: MethodContext,
+                run: BenchRun) -> RunResult:
+    """Apply one method at one ratio to a fresh copy of the trained dense network and measure it."""
+    method = get_method(name)
+    t0 = time.perf_counter()
+    try:
+        pl.seed_everything(cfg.seed, verbose=False)
+        pruned = ImageClassifier(copy.deepcopy(dense.model), num_classes=cfg.num_classes,
+                                 input_shape=input_shape, lr=cfg.lr)
+        method.apply(pruned, PruneTarget(cfg.target, ratio), ctx)
+        seconds = time.perf_counter() - t0
+        profile_key = f"{label} / {name} @ {ratio}" if ratio == _most_pruned(cfg) else None
+        row = _measure(pruned.model, label, name, method.kind, cfg, input_shape, datamodule, profile_key, run)
+        row.target, row.ratio, row.prune_seconds = cfg.target, ratio, seconds
+        _relate(row, base)
+        return row
+    except Exception as err:  # noqa: BLE001 - reported in the table, the sweep goes on
+        return RunResult(model=label, method=name, kind=method.kind, target=cfg.target, ratio=ratio,
+                         status="error", error=_error_text(err))
 
 
 def _ctx(cfg: BenchConfig, input_shape: list[int], datamodule: pl.LightningDataModule | None,
