@@ -16,8 +16,6 @@ of the same model without re-tracing.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -28,7 +26,7 @@ from torch import nn
 from ..pruning import get_layer_pruner
 from ..pruning.base import PruningError
 from ..records import recording, tensor_names
-from ..threads import one_thread, single_threaded
+from ..threads import gc_paused, one_thread, single_threaded
 from .group import Dependency, Group, GroupItem, Idxs, Node
 from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
 from .trace import Space, TraceError, Tracer
@@ -101,7 +99,7 @@ class DependencyGraph:
             raise TypeError(f"build_dependency: `model` must be an nn.Module, got {type(model).__name__}")
         # A full cyclic-GC pass over torch's ~10^5 live objects can cost more than the whole
         # trace; nothing built here needs the cycle collector, so pause it for the build.
-        with _gc_paused(), single_threaded():
+        with gc_paused(), single_threaded():
             self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
                         customized_pruners, protect_outputs, ignored_params, split_mode)
         if verbose and self.unknown_ops:
@@ -535,22 +533,11 @@ class DependencyGraph:
         device = "meta" if self.trace_device == "meta" else "real"
         tracer = Tracer(self.model, self.customized_pruners, None, self.split_mode)
         try:
-            with _gc_paused():
+            with gc_paused():
                 tracer.dry_run(self._example_inputs, self._forward_fn, device)
         except Exception as err:  # noqa: BLE001 - reported to the caller
             return f"{type(err).__name__}: {err}"
         return None
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _prunes_both(module: nn.Module) -> bool:

@@ -26,7 +26,7 @@ from ..graph import DependencyGraph, Group
 from ..graph.dependency import resolve_ignored
 from ..pruning import PruningError
 from ..records import merge_records
-from ..threads import one_thread, single_threaded
+from ..threads import gc_paused, one_thread, single_threaded
 from .budget import solve_ratio_for_budget
 from .planning import GroupPlan, plan_global, plan_local, unit_scores
 from .scheduler import check_schedule, get_scheduler, linear_scheduler
@@ -223,11 +223,12 @@ class MetaPruner:
             return self._interactive(gen)
         records = []
         try:
-            for group in gen:
-                try:
-                    records.append(group.prune())
-                except PruningError as err:
-                    self.skipped.append(str(err).splitlines()[0])
+            with gc_paused():
+                for group in gen:
+                    try:
+                        records.append(group.prune())
+                    except PruningError as err:
+                        self.skipped.append(str(err).splitlines()[0])
         except Exception:
             if not records:
                 self.current_step -= 1  # nothing was pruned: the step did not happen
