@@ -58,10 +58,12 @@ class ChannelSlice:
     rows: torch.Tensor
     exclude: torch.Tensor | None = None
 
-    def gather(self, like: torch.Tensor | None = None) -> torch.Tensor:
+    def gather(self, like: torch.Tensor | None = None, apply_exclude: bool = True) -> torch.Tensor:
         """``[n, r * features]`` float32 values of ``like`` (default: the tensor itself).
 
-        Detached, and it may share memory with the weight: never modify it in place.
+        Detached, and it may share memory with the weight: never modify it in place. With
+        ``apply_exclude=False`` the excluded entries keep their values (a criterion that
+        can subtract their contribution saves a full copy of the matrix).
         """
         source = self.tensor if like is None else like
         matrix = self.view(source.detach())
@@ -72,7 +74,7 @@ class ChannelSlice:
             values = matrix.reshape(n, -1).float()  # every row, in order: no copy (may be strided)
         else:
             values = matrix.index_select(0, flat).reshape(n, -1).float()
-        if self.exclude is not None and n:
+        if apply_exclude and self.exclude is not None and n:
             values = values.scatter(1, self.exclude.to(values.device), 0.0)
         return values
 
