@@ -276,15 +276,17 @@ class DependencyGraph:
             for c, p in zip(root_comps, root_pos):
                 units.setdefault(c, []).append(p)
             units_list, unit_comp_list = list(units.values()), list(units.keys())
-        origin: dict[int, tuple[list[int], list[int]]] = {}
-        if space_ids and units_list:
-            unit_comps = torch.as_tensor(unit_comp_list, dtype=torch.long)
-            by_comp = torch.argsort(unit_comps)
-            unit_of = by_comp[torch.searchsorted(unit_comps[by_comp], elem_comps).clamp(max=len(units_list) - 1)]
-            first_of = torch.as_tensor([u[0] for u in units_list], dtype=torch.long)[unit_of]
-            for s, f, u in zip(space_ids, torch.split(first_of, counts), torch.split(unit_of, counts)):
-                origin[s] = (f.tolist(), u.tolist())
-        items = self._dependency_items(root, targets, origin)
+        def items() -> list[GroupItem]:  # built when the group is first looked at, not to prune it
+            origin: dict[int, tuple[list[int], list[int]]] = {}
+            if space_ids and units_list:
+                unit_comps = torch.as_tensor(unit_comp_list, dtype=torch.long)
+                by_comp = torch.argsort(unit_comps)
+                unit_of = by_comp[torch.searchsorted(unit_comps[by_comp], elem_comps).clamp(max=len(units_list) - 1)]
+                first_of = torch.as_tensor([u[0] for u in units_list], dtype=torch.long)[unit_of]
+                for s, f, u in zip(space_ids, torch.split(first_of, counts), torch.split(unit_of, counts)):
+                    origin[s] = (f.tolist(), u.tolist())
+            return self._dependency_items(root, targets, origin)
+
         sensitive = bool(self._comp_sensitive[comps].any())
         return Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=units_list,
                      unit_comps=unit_comp_list, sensitive=sensitive,

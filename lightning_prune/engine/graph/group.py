@@ -7,7 +7,7 @@ prunes and with which function. ``print(group)`` shows the "A => B" trigger chai
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -82,11 +82,13 @@ def _fn_name(fn: Any) -> str:
 class Group:
     """Coupled channels across layers; ``prune()`` removes them all at once."""
 
-    def __init__(self, graph: DependencyGraph, items: list[GroupItem], targets: list[tuple[int, list[int]]],
-                 root: int, units: list[list[int]], unit_comps: list[int], sensitive: bool = False,
-                 is_head_group: bool = False) -> None:
+    def __init__(self, graph: DependencyGraph, items: list[GroupItem] | Callable[[], list[GroupItem]],
+                 targets: list[tuple[int, list[int]]], root: int, units: list[list[int]], unit_comps: list[int],
+                 sensitive: bool = False, is_head_group: bool = False) -> None:
         self._graph = graph
-        self._items = items
+        # A callable builds the items on first use: a pruner step prunes most groups
+        # without ever looking at their items (pruning only needs the targets).
+        self._items_or_factory = items
         self._targets = targets  # (space index, positions) to remove
         self._root = root  # space index of the root
         self._unit_comps = unit_comps  # component id of each unit (stable across prunes)
@@ -97,6 +99,12 @@ class Group:
         #: Usually one channel per unit; more when a layer ties channels, e.g. the same
         #: offset in every attention head or every group of a grouped conv.
         self.units = units
+
+    @property
+    def _items(self) -> list[GroupItem]:
+        if callable(self._items_or_factory):
+            self._items_or_factory = self._items_or_factory()
+        return self._items_or_factory
 
     @property
     def root_idxs(self) -> list[int]:
