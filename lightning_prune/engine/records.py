@@ -37,8 +37,8 @@ class PruningRecorder:
 
     def notify(self, tensor: torch.Tensor, dim: int, keep: list[int]) -> None:
         name = self.names.get(id(tensor), f"<unnamed:{id(tensor)}>")
-        kept = keep if all(type(i) is int for i in keep) else [int(i) for i in keep]
-        self.record.setdefault(name, []).append((int(dim), list(kept)))
+        # ``slice_tensor`` hands over a fresh list of plain ints: store it without a copy
+        self.record.setdefault(name, []).append((int(dim), keep))
 
 
 def active_recorders() -> list[PruningRecorder]:

@@ -50,18 +50,26 @@ def single_threaded() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-@contextlib.contextmanager
-def for_large(numel: int) -> Iterator[None]:
+class for_large:  # noqa: N801 - used like the context-manager functions above
     """Inside :func:`single_threaded`, run a tensor op on ``numel`` elements with the
-    caller's threads if it is large (at least :data:`LARGE_NUMEL`); otherwise do nothing."""
-    if not _caller_threads or numel < LARGE_NUMEL or torch.get_num_threads() != 1:
-        yield
-        return
-    torch.set_num_threads(_caller_threads[-1])
-    try:
-        yield
-    finally:
-        torch.set_num_threads(1)
+    caller's threads if it is large (at least :data:`LARGE_NUMEL`); otherwise do nothing.
+
+    A class rather than a generator context manager: it wraps every slice of every
+    weight, and for small tensors it must cost next to nothing.
+    """
+
+    __slots__ = ("_switch",)
+
+    def __init__(self, numel: int) -> None:
+        self._switch = bool(_caller_threads) and numel >= LARGE_NUMEL and torch.get_num_threads() == 1
+
+    def __enter__(self) -> None:
+        if self._switch:
+            torch.set_num_threads(_caller_threads[-1])
+
+    def __exit__(self, *exc: object) -> None:
+        if self._switch:
+            torch.set_num_threads(1)
 
 
 @contextlib.contextmanager

@@ -97,7 +97,9 @@ def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> 
     if tensor is None:
         return
     dim = dim % tensor.dim()
-    keep = list(keep)
+    keep = keep.tolist() if isinstance(keep, torch.Tensor) else list(keep)
+    if keep and not (type(keep[0]) is int and type(keep[-1]) is int):
+        keep = [int(i) for i in keep]  # numpy ints and the like (lists are homogeneous): records hold plain ints
     if len(keep) == tensor.shape[dim] and keep == list(range(tensor.shape[dim])):
         return
     index = torch.as_tensor(keep, dtype=torch.long, device=tensor.device)
