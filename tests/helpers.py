@@ -1,9 +1,11 @@
-"""Shared test helpers: state comparison and 'provably dead channel' construction."""
+"""Shared test helpers: state comparison, 'provably dead channel' construction, a custom layer."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+import lightning_prune.engine as tp
 
 
 def snapshot(model: nn.Module) -> dict:
@@ -49,3 +51,30 @@ def silence_channels(group) -> None:
                 # grouped conv: input channel g*cin_g + b is read through weight[:, b]
                 per_group = mod.in_channels // mod.groups
                 mod.weight[:, sorted({i % per_group for i in idxs})] = 0
+
+
+class CustomScale(nn.Module):
+    """A layer the engine does not know: per-channel scale and shift in one parameter."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.params = nn.Parameter(torch.randn(2, c))
+
+    def forward(self, x):
+        return x * self.params[0].view(1, -1, 1, 1) + self.params[1].view(1, -1, 1, 1)
+
+
+class CustomScalePruner(tp.LayerPruner):
+    couples_in_out = True
+
+    def prune_out_channels(self, layer, idxs):
+        keep = tp.pruning.keep_indices(layer.params.shape[1], idxs)
+        tp.pruning.slice_tensor(layer.params, 1, keep)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer):
+        return layer.params.shape[1]
+
+    get_in_channels = get_out_channels

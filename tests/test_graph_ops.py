@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import silence_channels
+from helpers import CustomScale, CustomScalePruner, silence_channels
 from torch import nn
 
 import lightning_prune.engine as tp
@@ -270,33 +270,6 @@ def test_forward_fn_and_output_transform():
     assert calls
     g = DG.get_pruning_group(model.head2, tp.prune_linear_out_channels, idxs=[0])
     assert list(targets(g)) == [("head2", "prune_out_channels")]
-
-
-class CustomScale(nn.Module):
-    """A layer the engine does not know: per-channel scale and shift in one parameter."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.params = nn.Parameter(torch.randn(2, c))
-
-    def forward(self, x):
-        return x * self.params[0].view(1, -1, 1, 1) + self.params[1].view(1, -1, 1, 1)
-
-
-class CustomScalePruner(tp.LayerPruner):
-    couples_in_out = True
-
-    def prune_out_channels(self, layer, idxs):
-        keep = tp.pruning.keep_indices(layer.params.shape[1], idxs)
-        tp.pruning.slice_tensor(layer.params, 1, keep)
-        return layer
-
-    prune_in_channels = prune_out_channels
-
-    def get_out_channels(self, layer):
-        return layer.params.shape[1]
-
-    get_in_channels = get_out_channels
 
 
 def test_custom_layer_with_customized_pruner():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_same_state, snapshot
+from helpers import CustomScale, CustomScalePruner, assert_same_state, snapshot
 from torch import nn
 
 import lightning_prune.engine as tp
@@ -591,28 +591,6 @@ def test_docs_examples(cbc):
     want = [(model.c1.weight[i].abs().mean() + model.bn.weight[i].abs() + model.c2.weight[:, i].abs().mean()) / 3
             for i in range(4)]
     close(got, torch.stack(want).detach())
-
-    class CustomScale(nn.Module):
-        def __init__(self, c):
-            super().__init__()
-            self.params = nn.Parameter(torch.randn(2, c))
-
-        def forward(self, x):
-            return x * self.params[0].view(1, -1, 1, 1) + self.params[1].view(1, -1, 1, 1)
-
-    class CustomScalePruner(tp.LayerPruner):
-        couples_in_out = True
-
-        def prune_out_channels(self, layer, idxs):
-            tp.pruning.slice_tensor(layer.params, 1, tp.pruning.keep_indices(layer.params.shape[1], idxs))
-            return layer
-
-        prune_in_channels = prune_out_channels
-
-        def get_out_channels(self, layer):
-            return layer.params.shape[1]
-
-        get_in_channels = get_out_channels
 
     class MyMagnitude(imp.GroupMagnitudeImportance):
         def channel_slices(self, dep, idxs):
