@@ -266,16 +266,12 @@ class DependencyGraph:
                 targets[s] = chunk.tolist()
         # units: the root's positions grouped by component, in order of first appearance
         root_pos = targets.get(root, [])
-        start = sum(c for s, c in zip(space_ids, counts) if s < root)
-        root_comps = elem_comps[start:start + len(root_pos)].tolist() if root in targets else []
-        if len(set(root_comps)) == len(root_comps):  # one root index per unit: the common case
-            units_list = [[p] for p in root_pos]
-            unit_comp_list = root_comps
-        else:
-            units: dict[int, list[int]] = {}
-            for c, p in zip(root_comps, root_pos):
-                units.setdefault(c, []).append(p)
-            units_list, unit_comp_list = list(units.values()), list(units.keys())
+        root_comps = self._comp[self.spaces[root].elems[torch.as_tensor(root_pos, dtype=torch.long)]].tolist()
+        units: dict[int, list[int]] = {}
+        for c, p in zip(root_comps, root_pos):
+            units.setdefault(c, []).append(p)
+        units_list, unit_comp_list = list(units.values()), list(units.keys())
+
         def items() -> list[GroupItem]:  # built when the group is first looked at, not to prune it
             origin: dict[int, tuple[list[int], list[int]]] = {}
             if space_ids and units_list:

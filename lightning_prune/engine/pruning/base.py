@@ -48,38 +48,31 @@ def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: str) -> 
         if idxs.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
             raise PruningError(f"{what}: idxs must be integers, got a {idxs.dtype} tensor")
         idxs = idxs.flatten().tolist()
-    if all(type(i) is int for i in idxs):  # the common case, checked in bulk
-        out = set(idxs)
-        if out and (min(out) < 0 or max(out) >= size):
-            bad = min(out) if min(out) < 0 else max(out)
-            raise PruningError(
-                f"{what}: index {bad} is out of range for {size} channels; pass indices in [0, {size})"
-            )
-        idxs = ()
-    else:
-        out = set()
-    for i in idxs:
-        if isinstance(i, bool) or not isinstance(i, int):
-            try:
-                import numpy as np  # numpy ints are fine
-
-                if isinstance(i, np.integer):
-                    i = int(i)
-                else:
-                    raise TypeError
-            except (ImportError, TypeError):
-                raise PruningError(f"{what}: idxs must be integers, got {i!r} ({type(i).__name__})") from None
-        if i < 0 or i >= size:
-            raise PruningError(
-                f"{what}: index {i} is out of range for {size} channels; pass indices in [0, {size})"
-            )
-        out.add(i)
+    if not all(type(i) is int for i in idxs):  # plain ints, the common case, need no conversion
+        idxs = [_as_index(i, what) for i in idxs]
+    out = set(idxs)
+    if out and (min(out) < 0 or max(out) >= size):
+        bad = min(out) if min(out) < 0 else max(out)
+        raise PruningError(f"{what}: index {bad} is out of range for {size} channels; pass indices in [0, {size})")
     if len(out) >= size and size > 0:
         raise PruningError(
             f"{what}: removing all {size} channels would leave zero; remove fewer channels "
             f"or exclude this layer with ignored_layers"
         )
     return sorted(out)
+
+
+def _as_index(i: object, what: str) -> int:
+    """An index as a plain int: numpy integers are fine, bools and anything else are not."""
+    if isinstance(i, int) and not isinstance(i, bool):
+        return int(i)
+    try:
+        import numpy as np
+    except ImportError:
+        np = None
+    if np is not None and isinstance(i, np.integer):
+        return int(i)
+    raise PruningError(f"{what}: idxs must be integers, got {i!r} ({type(i).__name__})")
 
 
 def keep_indices(size: int, remove: Sequence[int]) -> list[int]:
