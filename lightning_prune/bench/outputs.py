@@ -7,7 +7,7 @@ from typing import Any
 
 from .plots import write_plots
 from .report import render_report
-from .results import write_csv, write_json
+from .results import file_slug, write_csv, write_json
 
 __all__ = ["write_outputs"]
 
@@ -26,8 +26,7 @@ def write_outputs(run: Any, command: str | None = None) -> dict[str, Path]:
             paths[p.stem] = p
             plot_names.append(p.name)
     for key, table in run.profiles.items():
-        slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in key).strip("_")
-        path = out / f"profile_{slug}.txt"
+        path = out / f"profile_{file_slug(key)}.txt"
         path.write_text(table)
         paths[f"profile:{key}"] = path
     paths["report"].write_text(render_report(run, command, plot_names))

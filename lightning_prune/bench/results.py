@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BASE_FIELDS", "SCHEMA_VERSION", "RunResult", "csv_fields", "write_csv", "write_json"]
+__all__ = ["BASE_FIELDS", "SCHEMA_VERSION", "RunResult", "csv_fields", "file_slug", "write_csv", "write_json"]
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +92,11 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+def file_slug(text: str) -> str:
+    """``text`` as a file-name part: anything but letters, digits and ``._-`` becomes ``_``."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
 
 
 def write_csv(path: str | Path, results: list[RunResult], batch_sizes: list[int]) -> None:

@@ -31,7 +31,7 @@ from .environment import OtherLoad, environment
 from .methods import MethodContext, PruneTarget, get_method
 from .models import build_model
 from .profiling import profile_operators
-from .results import RunResult
+from .results import RunResult, file_slug
 
 __all__ = ["BenchRun", "run_benchmark"]
 
@@ -138,7 +138,7 @@ def _run_model(cfg: BenchConfig, spec: ModelSpec, label: str, datamodule: pl.Lig
     t0 = time.perf_counter()
     try:
         dense, input_shape = _train_dense(cfg, spec, datamodule)
-        base = _measure(dense.model, label, "dense", "dense", cfg, input_shape, datamodule, None, run)
+        base = _measure(dense.model, label, "dense", "dense", cfg, input_shape, datamodule, f"{label} / dense", run)
     except Exception as err:  # noqa: BLE001 - one failing model is reported, the sweep goes on
         run.results.append(RunResult(model=label, method="dense", kind="dense", status="error",
                                      error=_error_text(err)))
@@ -205,8 +205,7 @@ def _ctx(cfg: BenchConfig, input_shape: list[int], datamodule: pl.LightningDataM
 
 def _measure(network: nn.Module, label: str, method: str, kind: str, cfg: BenchConfig, input_shape: list[int],
              datamodule: pl.LightningDataModule | None, profile_key: str | None, run: BenchRun) -> RunResult:
-    if method == "dense":
-        profile_key = f"{label} / dense"
+    """One row: size, latency at every batch size, accuracy, and a profile when ``profile_key`` is given."""
     was_training = network.training
     network = network.cpu().eval()
     example = torch.zeros(input_shape)
@@ -227,7 +226,7 @@ def _measure(network: nn.Module, label: str, method: str, kind: str, cfg: BenchC
         trace = None
         if cfg.chrome_trace:
             Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-            trace = str(Path(cfg.output_dir) / f"trace_{_slug(profile_key)}.json")
+            trace = str(Path(cfg.output_dir) / f"trace_{file_slug(profile_key)}.json")
         prof = profile_operators(network, torch.randn(max(cfg.batch_sizes), *input_shape[1:]), device=cfg.device,
                                  threads=cfg.threads, row_limit=cfg.profile_top, trace_path=trace)
         run.profiles[profile_key] = prof.table
@@ -246,7 +245,3 @@ def _relate(row: RunResult, base: RunResult) -> None:
             row.speedup[bs] = dense["median_ms"] / stats["median_ms"]
     if row.accuracy is not None and base.accuracy is not None:
         row.accuracy_delta = row.accuracy - base.accuracy
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
