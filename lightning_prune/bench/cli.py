@@ -12,11 +12,14 @@ and choices are checked before anything runs.
 from __future__ import annotations
 
 import shlex
-import sys
+from typing import TYPE_CHECKING
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from .config import BenchConfig
+
+if TYPE_CHECKING:
+    from .runner import BenchRun
 
 __all__ = ["bench_main", "bench_parser", "parse_bench_config"]
 
@@ -41,12 +44,11 @@ def parse_bench_config(args: list[str]) -> BenchConfig:
     return BenchConfig(**values)
 
 
-def bench_main(args: list[str] | None = None):
-    """Run the benchmark, write its files and print where they are."""
+def bench_main(args: list[str]) -> BenchRun:
+    """Run the benchmark, write its files and print where they are (``args``: after ``bench``)."""
     from .outputs import write_outputs
     from .runner import run_benchmark
 
-    args = sys.argv[2:] if args is None else args
     cfg = parse_bench_config(args)
     run = run_benchmark(cfg)
     paths = write_outputs(run, command=shlex.join(["lightning-prune", "bench", *args]))
