@@ -27,14 +27,13 @@ import torch
 
 from lightning_prune.bench.zoo import (
     ZooResult,
-    describe_environment,
     float_model_names,
     is_timm,
     run_zoo,
     timm_available,
     timm_model_names,
-    write_markdown,
 )
+from lightning_prune.bench.zoo_report import describe_environment, write_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
