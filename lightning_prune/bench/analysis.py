@@ -6,10 +6,15 @@ from dataclasses import dataclass
 
 from .results import RunResult
 
-__all__ = ["FALL_MARGIN", "LatencyTrend", "latency_trends", "pareto_front"]
+__all__ = ["FALL_MARGIN", "LatencyTrend", "latency_trends", "pareto_front", "prunedness"]
 
 #: A latency "falls" when the most pruned run takes at most this fraction of the reference.
 FALL_MARGIN = 0.9
+
+
+def prunedness(ratio: float, target: str) -> float:
+    """Sort key: larger means more pruned (a larger channel ratio, or a smaller kept fraction)."""
+    return ratio if target == "ratio" else -ratio
 
 
 def pareto_front(rows: list[RunResult], batch_size: int) -> list[RunResult]:
@@ -62,8 +67,7 @@ def latency_trends(rows: list[RunResult], model: str, batch_size: int, target: s
     trends = []
     for method in methods:
         runs = [r for r in rows if r.model == model and r.method == method and r.ok and batch_size in r.latency]
-        # more pruned = larger channel ratio, or a smaller kept fraction for budgets
-        runs.sort(key=lambda r: r.ratio if target == "ratio" else -r.ratio)
+        runs.sort(key=lambda r: prunedness(r.ratio, target))
         if len(runs) < 2:
             continue
         trends.append(LatencyTrend(method, runs[0].kind, tuple(r.ratio for r in runs),

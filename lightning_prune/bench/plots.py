@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .analysis import pareto_front
+from .analysis import pareto_front, prunedness
 from .results import RunResult
 
 __all__ = ["PLOT_FILES", "write_plots"]
@@ -132,7 +132,7 @@ def _layer_widths(plt, rows, models, target, path):
             pts = [r for r in rows if r.model == model and r.method == method and r.ok]
             if not pts:
                 continue
-            most = max(pts, key=lambda r: r.ratio if target == "ratio" else -r.ratio)
+            most = max(pts, key=lambda r: prunedness(r.ratio, target))
             # methods often agree on widths: vary the dash so overlapping lines stay visible
             ax.plot(range(len(names)), [most.widths.get(n, 0) for n in names], drawstyle="steps-mid",
                     label=f"{method} @ {most.ratio:g}", color=_colour(rows, model, method),

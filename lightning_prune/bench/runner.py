@@ -26,6 +26,7 @@ from ..engine.utils import count_ops_and_params, layer_widths, measure_latency
 from ..lightning import DigitsDataModule, ImageClassifier
 from .accuracy import top1_accuracy
 from .allocator import steady_allocator
+from .analysis import prunedness
 from .config import BenchConfig, ModelSpec
 from .environment import OtherLoad, environment
 from .methods import MethodContext, PruneTarget, get_method
@@ -129,7 +130,7 @@ def _model_labels(specs: list[ModelSpec]) -> list[str]:
 
 
 def _most_pruned(cfg: BenchConfig) -> float:
-    return max(cfg.ratios) if cfg.target == "ratio" else min(cfg.ratios)
+    return max(cfg.ratios, key=lambda r: prunedness(r, cfg.target))
 
 
 def _run_model(cfg: BenchConfig, spec: ModelSpec, label: str, datamodule: pl.LightningDataModule | None,
