@@ -31,14 +31,10 @@ installed this script says so on stderr and exits with code 0.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
-import gc
 import os
 import shlex
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +43,7 @@ import torch
 import torchvision
 import torchvision.models as tvm
 from graph_build import median_ms, torch_pruning_or_none  # sibling script, same directory
-from pruner_step import final_linear
+from pruner_step import final_linear, time_runs
 from torch import nn
 
 import lightning_prune.engine as lp
@@ -89,26 +85,6 @@ def tp_pruner(tpp) -> Callable[[nn.Module, torch.Tensor, float], object]:
     return make
 
 
-def time_pruning(make: Callable, base: nn.Module, x: torch.Tensor, ratio: float,
-                 repeats: int) -> tuple[float, float, nn.Module]:
-    """Median (construction ms, step ms) over ``repeats`` runs after one warm-up, and the last pruned model."""
-    builds, steps = [], []
-    model = base
-    for run in range(repeats + 1):
-        model = copy.deepcopy(base)
-        gc.collect()
-        t0 = time.perf_counter()
-        pruner = make(model, x, ratio)
-        t1 = time.perf_counter()
-        pruner.step()
-        t2 = time.perf_counter()
-        if run:  # run 0 is the warm-up
-            builds.append(t1 - t0)
-            steps.append(t2 - t1)
-        del pruner
-    return 1000 * statistics.median(builds), 1000 * statistics.median(steps), model
-
-
 def fix_widths_after_tp(model: nn.Module) -> None:
     """Width attributes Torch-Pruning leaves stale (ours updates them while pruning)."""
     if isinstance(model, tvm.VisionTransformer):
@@ -120,7 +96,8 @@ def measure(build_graph: Callable, make: Callable, base: nn.Module, x: torch.Ten
     m = Measure()
     try:
         m.build_ms = median_ms(lambda: build_graph(base, x), repeats)
-        m.construct_ms, m.step_ms, pruned = time_pruning(make, base, x, ratio, repeats)
+        m.construct_ms, m.step_ms, pruned = time_runs(
+            lambda model, x: (lambda: make(model, x, ratio), lambda pruner: pruner.step()), base, x, repeats)
         if after is not None:
             after(pruned)
         m.macs, m.params = lp.utils.count_ops_and_params(pruned, x)

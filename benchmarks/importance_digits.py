@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+from graph_build import torch_pruning_or_none  # sibling script, same directory
 from torch import nn
 
 import lightning_prune.engine as lp
@@ -39,15 +40,6 @@ from lightning_prune.bench.digits_importance import (
 
 RATIOS = (0.3, 0.5)
 METHODS = ("magnitude", "taylor", "random")
-
-
-def torch_pruning_or_none():
-    try:
-        import torch_pruning
-
-        return torch_pruning
-    except ImportError:
-        return None
 
 
 def tp_prune_copy(tpp, model: nn.Module, method: str, ratio: float, data: DigitsData, recalibrate: bool,

@@ -34,21 +34,13 @@ from collections.abc import Callable
 
 import torch
 import torchvision.models as tvm
+from graph_build import torch_pruning_or_none  # sibling script, same directory
 from torch import nn
 
 import lightning_prune.engine as lp
 
 MODELS = ("resnet50", "densenet121", "vit_b_16")
 RATIO = 0.5
-
-
-def torch_pruning_or_none():
-    try:
-        import torch_pruning
-
-        return torch_pruning
-    except ImportError:
-        return None
 
 
 def final_linear(model: nn.Module) -> nn.Module:
@@ -72,9 +64,13 @@ def theirs(tpp, model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], object]
     return build, lambda pruner: pruner.step()
 
 
-def time_runs(make: Callable, base: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float, int]:
-    """Median (construction ms, step ms) over ``repeats`` runs after one warm-up, and params left."""
-    builds, steps, params = [], [], 0
+def time_runs(make: Callable, base: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float, nn.Module]:
+    """Median (construction ms, step ms) over ``repeats`` runs after one warm-up, and the last pruned model.
+
+    ``make(model, x)`` returns ``(build, step)``: ``build()`` makes the pruner, ``step(pruner)``
+    prunes. Every run works on a fresh ``copy.deepcopy(base)`` made outside the timed region.
+    """
+    builds, steps = [], []
     for run in range(repeats + 1):
         model = copy.deepcopy(base)
         build, step = make(model, x)
@@ -84,12 +80,15 @@ def time_runs(make: Callable, base: nn.Module, x: torch.Tensor, repeats: int) ->
         t1 = time.perf_counter()
         step(pruner)
         t2 = time.perf_counter()
-        params = sum(p.numel() for p in model.parameters())
         if run:  # run 0 is the warm-up
             builds.append(t1 - t0)
             steps.append(t2 - t1)
-        del pruner, model
-    return 1000 * statistics.median(builds), 1000 * statistics.median(steps), params
+        del pruner
+    return 1000 * statistics.median(builds), 1000 * statistics.median(steps), model
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:
@@ -109,12 +108,14 @@ def main() -> None:
         base = tvm.get_model(name).eval()
         x = torch.randn(1, 3, 224, 224)
         dense = sum(p.numel() for p in base.parameters())
-        ob, os_, op = time_runs(ours, base, x, args.repeats)
+        ob, os_, pruned = time_runs(ours, base, x, args.repeats)
+        op = n_params(pruned)
         print(f"{name:12s} {'ours':6s} {ob:10.0f} {os_:9.0f} {ob + os_:9.0f} {op / dense:11.1%}")
         if tpp is None:
             print(f"{'':12s} {'TP':6s} {'(torch_pruning not installed)':>30s}")
             continue
-        tb, ts, tparams = time_runs(lambda m, x: theirs(tpp, m, x), base, x, args.repeats)
+        tb, ts, pruned = time_runs(lambda m, x: theirs(tpp, m, x), base, x, args.repeats)
+        tparams = n_params(pruned)
         print(f"{'':12s} {'TP':6s} {tb:10.0f} {ts:9.0f} {tb + ts:9.0f} {tparams / dense:11.1%}")
         print(f"{'':12s} {'ratio':6s} {ob / tb:9.2f}x {os_ / ts:8.2f}x {(ob + os_) / (tb + ts):8.2f}x")
 
