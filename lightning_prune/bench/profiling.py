@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from ..engine.utils.latency import call_model, move_inputs, thread_count
+from ..engine.inputs import call_model, move_inputs
+from ..engine.utils.latency import thread_count
 
 __all__ = ["OperatorProfile", "profile_operators"]
 

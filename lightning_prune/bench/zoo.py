@@ -34,6 +34,7 @@ from torch import nn
 from ..engine import DependencyGraph, PruningError
 from ..engine.graph.trace import _tensor_leaves
 from ..engine.importance import GroupMagnitudeImportance
+from ..engine.inputs import call_model
 from ..engine.pruner.planning import unit_scores
 from ..engine.utils import count_ops_and_params
 
@@ -203,17 +204,13 @@ def _detection_signature(out: Any) -> Any:
     return [sorted(o.keys()) for o in out]
 
 
-def _run(model: nn.Module, inputs: Any) -> Any:
-    return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
-
-
 def count_macs(model: nn.Module, inputs: Any) -> tuple[int | None, str]:
     """MACs of one forward pass on ``inputs`` (called like :func:`check_model` calls the model).
 
     Returns ``(macs, "")``, or ``(None, reason)`` when they cannot be counted.
     """
     try:
-        macs, _ = count_ops_and_params(model, inputs, forward_fn=_run)
+        macs, _ = count_ops_and_params(model, inputs)
     except Exception as err:  # noqa: BLE001 - a missing count is reported, not fatal
         reason = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}" if str(err) else type(err).__name__
         _LOG.warning("could not count the MACs of %s: %s", type(model).__name__, reason)
@@ -267,7 +264,7 @@ def check_model(name: str, ratio: float = 0.5, image_size: int | None = None,
         model = build_model(name, task).eval()
         inputs = example_inputs_for(name, task, image_size, model=model)
         with torch.no_grad():
-            before = _run(model, inputs)
+            before = call_model(model, inputs)
         sig = _detection_signature(before) if task == "detection" else _outputs_signature(before)
         res.params_before = sum(p.numel() for p in model.parameters())
         if macs:
@@ -280,7 +277,7 @@ def check_model(name: str, ratio: float = 0.5, image_size: int | None = None,
         res.groups, res.pruned_groups, res.skipped_groups = prune_by_ratio(
             DG, ratio, ignored, res.skip_reasons)
         res.params_after = sum(p.numel() for p in model.parameters())
-        out = _run(model, inputs)
+        out = call_model(model, inputs)
         after = _detection_signature(out) if task == "detection" else _outputs_signature(out)
         if after != sig:
             raise AssertionError(f"output shapes changed: {sig} -> {after}")

@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from ..inputs import call_model
 from ..pruning import get_layer_pruner
 from . import layer_rules
 from .fast_meta import fast_elementwise, fast_forward, is_builtin_forward
@@ -279,7 +280,7 @@ class Tracer:
                 if forward_fn is not None:
                     call = lambda mdl: forward_fn(mdl, inputs)  # noqa: E731
                 else:
-                    call = lambda mdl: _call(mdl, inputs)  # noqa: E731
+                    call = lambda mdl: call_model(mdl, inputs)  # noqa: E731
                 out = _functional(model, stand_ins, call)
         finally:
             for h in handles:
@@ -296,14 +297,6 @@ def _stand_in(t: torch.Tensor, device: str, clone: bool) -> torch.Tensor:
     if device == "meta":
         return torch.empty_like(t, device="meta")
     return t.detach().clone() if clone else t.detach()
-
-
-def _call(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, tuple | list):
-        return model(*inputs)
-    return model(inputs)
 
 
 def _functional(model: nn.Module, tensors: dict[str, torch.Tensor], call: Callable) -> Any:

@@ -27,7 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LatencyStats", "call_model", "measure_latency", "move_inputs", "summarize_times", "thread_count"]
+from ..inputs import call_model, move_inputs
+
+__all__ = ["LatencyStats", "measure_latency", "summarize_times", "thread_count"]
 
 
 @dataclass(frozen=True)
@@ -94,26 +96,6 @@ def thread_count(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def move_inputs(inputs: Any, device: torch.device) -> Any:
-    """``inputs`` (a tensor, or tuples, lists and dicts of them) on ``device``."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, tuple | list):
-        return type(inputs)(move_inputs(x, device) for x in inputs)
-    if isinstance(inputs, dict):
-        return {k: move_inputs(v, device) for k, v in inputs.items()}
-    return inputs
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with a tensor, a tuple of positional inputs or a dict of keyword inputs."""
-    if isinstance(inputs, tuple):
-        return model(*inputs)
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    return model(inputs)
-
-
 def measure_latency(
     model: nn.Module,
     inputs: Any,
@@ -138,8 +120,8 @@ def measure_latency(
     :attr:`LatencyStats.warmup` is the number of warm-up runs actually made.
 
     The model runs in eval mode under ``torch.inference_mode`` and is put back in the mode
-    it was in. ``inputs`` is a tensor, a tuple of positional inputs or a dict of keyword
-    inputs; they are moved to ``device`` (default: the model's device). ``clock`` is the
+    it was in. ``inputs`` follow the engine's convention (:mod:`lightning_prune.engine.inputs`:
+    a dict of keyword inputs, a tuple or list of positional ones, or one tensor); they are moved to ``device`` (default: the model's device). ``clock`` is the
     timer (seconds), replaceable in tests.
     """
     if warmup < 0:

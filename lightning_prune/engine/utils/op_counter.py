@@ -84,6 +84,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..inputs import call_model
+
 __all__ = ["count_ops_and_params", "count_params"]
 
 _LOG = logging.getLogger(__name__)
@@ -564,14 +566,8 @@ def _clone(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _call_model(model: nn.Module, inputs: Any, forward_fn: ForwardFn | None) -> Any:
-    """Call the model the way Torch-Pruning does: tuple/list → args, dict → kwargs."""
-    if forward_fn is not None:
-        return forward_fn(model, inputs)
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+    """``forward_fn(model, inputs)``, or the engine's convention (:func:`~lightning_prune.engine.inputs.call_model`)."""
+    return forward_fn(model, inputs) if forward_fn is not None else call_model(model, inputs)
 
 
 def _record_forward(
