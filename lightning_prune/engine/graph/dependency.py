@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..indices import long_tensor
 from ..pruning import get_layer_pruner
 from ..pruning.base import PruningError
 from ..records import recording, tensor_names
@@ -60,6 +61,9 @@ class DependencyGraph:
     def __init__(self) -> None:
         self.model: nn.Module | None = None
         self.pruning_history: list[dict] = []
+        #: Bumped whenever the graph's channels change (a build, a prune): groups made
+        #: at one version are stale at the next.
+        self.version = 0
 
     # ------------------------------------------------------------------ build
     def build_dependency(
@@ -143,6 +147,7 @@ class DependencyGraph:
         self._comp_heads = torch.zeros(n, dtype=torch.bool)
         self._comp_heads[self._comp[result.table.heads_mask()]] = True
         self._alive = torch.ones(n, dtype=torch.bool)
+        self.version += 1
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
         for i in range(len(self.spaces)):
@@ -267,10 +272,13 @@ class DependencyGraph:
         # units: the root's positions grouped by component, in order of first appearance
         root_pos = targets.get(root, [])
         root_comps = self._comp[self.spaces[root].elems[torch.as_tensor(root_pos, dtype=torch.long)]].tolist()
-        units: dict[int, list[int]] = {}
-        for c, p in zip(root_comps, root_pos):
-            units.setdefault(c, []).append(p)
-        units_list, unit_comp_list = list(units.values()), list(units.keys())
+        if len(set(root_comps)) == len(root_comps):  # one channel per unit (the usual case)
+            units_list, unit_comp_list = [[p] for p in root_pos], root_comps
+        else:
+            units: dict[int, list[int]] = {}
+            for c, p in zip(root_comps, root_pos):
+                units.setdefault(c, []).append(p)
+            units_list, unit_comp_list = list(units.values()), list(units.keys())
 
         def items() -> list[GroupItem]:  # built when the group is first looked at, not to prune it
             origin: dict[int, tuple[list[int], list[int]]] = {}
@@ -415,10 +423,10 @@ class DependencyGraph:
         """Refuse a group that cannot be pruned; otherwise what is needed to undo its prune."""
         problem = self._problem(group)
         if problem is not None:
-            raise PruningError(f"cannot prune group rooted at {group[0].dep.target.name}: {problem}")
+            raise PruningError(f"cannot prune group rooted at {group.root_name}: {problem}")
         modules = [self.spaces[s].module for s, _ in group._targets if self.spaces[s].module is not None]
         tensors = [self.spaces[s].param for s, _ in group._targets if self.spaces[s].param is not None]
-        return ModelSnapshot(self.model, self._modules, modules, tensors)
+        return ModelSnapshot(self.model, self._modules, modules, tensors, self._module_names)
 
     @one_thread
     def _apply(self, group: Group) -> dict:
@@ -442,7 +450,7 @@ class DependencyGraph:
                     raise PruningError(f"the pruned model no longer runs forward: {err}")
         except Exception as err:
             snapshot.restore()
-            root = group[0].dep.target.name
+            root = group.root_name
             if isinstance(err, PruningError):
                 raise PruningError(f"cannot prune group rooted at {root}: {err}. The model is unchanged.") from err
             raise PruningError(
@@ -450,13 +458,15 @@ class DependencyGraph:
             ) from err
         for s, pos in group._targets:
             sp = self.spaces[s]
+            removed = long_tensor(pos)
             keep = torch.ones(sp.elems.numel(), dtype=torch.bool)
-            keep[torch.as_tensor(pos, dtype=torch.long)] = False
-            self._alive[sp.elems[~keep]] = False
+            keep[removed] = False
+            self._alive[sp.elems[removed]] = False
             sp.elems = sp.elems[keep]
-            self._index_space(s)
+            self._elem_pos[sp.elems] = torch.arange(sp.elems.numel())  # their space is unchanged
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
         self.pruning_history.append(record)
+        self.version += 1
         return record
 
     def _sync_block_counts(self, group: Group) -> None:

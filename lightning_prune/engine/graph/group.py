@@ -99,12 +99,28 @@ class Group:
         #: Usually one channel per unit; more when a layer ties channels, e.g. the same
         #: offset in every attention head or every group of a grouped conv.
         self.units = units
+        self._identity_units: bool | None = None
 
     @property
     def _items(self) -> list[GroupItem]:
         if callable(self._items_or_factory):
             self._items_or_factory = self._items_or_factory()
         return self._items_or_factory
+
+    @property
+    def identity_units(self) -> bool:
+        """Each unit is one root channel and unit ``k`` is channel ``k`` (a full group of a
+        plain layer): importance criteria can then skip the unit bookkeeping."""
+        if self._identity_units is None:
+            units = self.units
+            self._identity_units = bool(units) and set(map(len, units)) == {1} and [
+                u[0] for u in units] == list(range(len(units)))
+        return self._identity_units
+
+    @property
+    def root_name(self) -> str:
+        """Name of the root layer (or parameter), without building the items."""
+        return self._graph.spaces[self._root].name
 
     @property
     def root_idxs(self) -> list[int]:

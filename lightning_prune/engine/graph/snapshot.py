@@ -37,8 +37,9 @@ class ModelSnapshot:
     """Remembers tensors and attributes that a prune may touch, to restore them on failure."""
 
     def __init__(self, model: nn.Module, modules: dict[str, nn.Module], touched: list[nn.Module],
-                 tensors: list[torch.Tensor]) -> None:
-        names = {id(m): n for n, m in modules.items()}
+                 tensors: list[torch.Tensor], names: dict[int, str] | None = None) -> None:
+        if names is None:  # id(module) -> qualified name; the graph passes the one it keeps
+            names = {id(m): n for n, m in modules.items()}
         scope: dict[int, tuple[str, nn.Module]] = {}
         for mod in touched:
             for sub in mod.modules():

@@ -88,6 +88,15 @@ class RootMap:
     def __init__(self, group: Any) -> None:
         root = list(group[0].idxs) if len(group) else []
         self.size = len(root)
+        if getattr(group, "identity_units", False) and root == list(range(self.size)):
+            # the usual full group: unit k is root index k, at position k
+            positions = torch.arange(self.size)
+            self._lookup = positions
+            self.unit_sizes = torch.ones(self.size, dtype=torch.long)
+            self.unit_offsets = positions
+            self.unit_positions = positions
+            self._identity_units = list(range(self.size))
+            return
         values = torch.as_tensor(root, dtype=torch.long)
         # dense lookup table: root index value -> position (root values are channel numbers)
         self._lookup = torch.full((int(values.max()) + 1 if self.size else 0,), -1, dtype=torch.long)

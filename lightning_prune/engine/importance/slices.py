@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..indices import long_tensor
 from ..pruning import is_depthwise_conv
 
 __all__ = ["ChannelSlice", "along", "channel_slices", "grouped", "item_key", "is_out_item", "norm_layer_types"]
@@ -110,8 +111,10 @@ def grouped(groups: int) -> View:
 
 def _rows(idxs: Sequence[int], offsets: Sequence[int] = (0,)) -> torch.Tensor:
     """``[n, len(offsets)]`` rows ``offset + i`` for every ``i`` in ``idxs``."""
-    base = torch.as_tensor(list(idxs), dtype=torch.long).reshape(-1, 1)
-    return base + torch.as_tensor(list(offsets), dtype=torch.long).reshape(1, -1)
+    base = long_tensor(list(idxs)).reshape(-1, 1)
+    if len(offsets) == 1 and offsets[0] == 0:
+        return base
+    return base + long_tensor(list(offsets)).reshape(1, -1)
 
 
 def _frozen_bn_type() -> type | None:

@@ -21,11 +21,13 @@ stay valid) and reports the slice to the active :mod:`~lightning_prune.engine.re
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ..indices import long_tensor
 from ..records import active_recorders
 from ..threads import for_large
 
@@ -48,18 +50,18 @@ def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: str) -> 
         if idxs.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
             raise PruningError(f"{what}: idxs must be integers, got a {idxs.dtype} tensor")
         idxs = idxs.flatten().tolist()
-    if not all(type(i) is int for i in idxs):  # plain ints, the common case, need no conversion
+    if set(map(type, idxs)) - {int}:  # plain ints, the common case, need no conversion
         idxs = [_as_index(i, what) for i in idxs]
-    out = set(idxs)
-    if out and (min(out) < 0 or max(out) >= size):
-        bad = min(out) if min(out) < 0 else max(out)
+    out = sorted(set(idxs))
+    if out and (out[0] < 0 or out[-1] >= size):
+        bad = out[0] if out[0] < 0 else out[-1]
         raise PruningError(f"{what}: index {bad} is out of range for {size} channels; pass indices in [0, {size})")
     if len(out) >= size and size > 0:
         raise PruningError(
             f"{what}: removing all {size} channels would leave zero; remove fewer channels "
             f"or exclude this layer with ignored_layers"
         )
-    return sorted(out)
+    return out
 
 
 def _as_index(i: object, what: str) -> int:
@@ -76,8 +78,11 @@ def _as_index(i: object, what: str) -> int:
 
 
 def keep_indices(size: int, remove: Sequence[int]) -> list[int]:
-    removed = set(remove)
-    return [i for i in range(size) if i not in removed]
+    """``range(size)`` without ``remove`` (valid indices), in order."""
+    mask = bytearray(b"\x01") * size
+    for i in remove:
+        mask[i] = 0
+    return list(itertools.compress(range(size), mask))
 
 
 def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> None:
@@ -95,7 +100,7 @@ def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> 
         keep = [int(i) for i in keep]  # numpy ints and the like (lists are homogeneous): records hold plain ints
     if len(keep) == tensor.shape[dim] and keep == list(range(tensor.shape[dim])):
         return
-    index = torch.as_tensor(keep, dtype=torch.long, device=tensor.device)
+    index = long_tensor(keep, tensor.device)
     with torch.no_grad(), for_large(tensor.numel()):
         new = torch.index_select(tensor.data, dim, index).contiguous()
         tensor.data = new
