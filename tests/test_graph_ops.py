@@ -397,3 +397,47 @@ def test_meta_shortcut_for_adaptive_pooling_matches_torch(fn, shape, size):
     got = fast_elementwise(fn, (torch.empty(shape, device="meta"), size), {})
     want = getattr(torch.nn.functional, fn)(torch.zeros(shape), size)
     assert got.device.type == "meta" and got.shape == want.shape and got.dtype == want.dtype
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("need_weights,average", [(False, True), (True, True), (True, False)])
+def test_fast_attention_shapes_match_torch(batch_first, batched, need_weights, average):
+    """The meta stand-in for nn.MultiheadAttention gives torch's output shapes."""
+    from lightning_prune.engine.graph.fast_meta import fast_forward
+
+    mha = nn.MultiheadAttention(16, 4, batch_first=batch_first, kdim=12, vdim=10)
+    q_shape, kv_len = ((2, 5, 16) if batch_first else (5, 2, 16)) if batched else (5, 16), 7
+    k_shape = list(q_shape[:-1]) + [12]
+    k_shape[1 if batch_first and batched else 0] = kv_len
+    v_shape = k_shape[:-1] + [10]
+    real = mha(torch.randn(q_shape), torch.randn(k_shape), torch.randn(v_shape),
+               need_weights=need_weights, average_attn_weights=average)
+    fast = fast_forward(mha)
+    meta = fast(torch.empty(q_shape, device="meta"), torch.empty(k_shape, device="meta"),
+                torch.empty(v_shape, device="meta"), need_weights=need_weights, average_attn_weights=average)
+    assert meta[0].device.type == "meta" and meta[0].shape == real[0].shape
+    assert (meta[1] is None) == (real[1] is None)
+    if real[1] is not None:
+        assert meta[1].shape == real[1].shape
+
+
+def test_fast_attention_rejects_a_wrong_width():
+    from lightning_prune.engine.graph.fast_meta import fast_forward
+
+    fast = fast_forward(nn.MultiheadAttention(16, 4))
+    x = torch.empty(5, 2, 12, device="meta")
+    with pytest.raises(RuntimeError, match="embed dims"):
+        fast(x, x, x)
+
+
+def test_fast_sdpa_shape_matches_torch():
+    from lightning_prune.engine.graph.fast_meta import fast_elementwise
+
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 6)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    got = fast_elementwise("scaled_dot_product_attention", tuple(t.to("meta") for t in (q, k, v)), {})
+    assert got.device.type == "meta" and got.shape == want.shape
+    masked = fast_elementwise("scaled_dot_product_attention", tuple(t.to("meta") for t in (q, k, v)),
+                              {"attn_mask": torch.ones(5, 7, dtype=torch.bool, device="meta")})
+    assert masked is NotImplemented  # masks take torch's own path

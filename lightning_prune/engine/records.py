@@ -58,13 +58,20 @@ def recording(names: dict[int, str] | None = None) -> Iterator[PruningRecorder]:
         _state.stack = stack[:-1]
 
 
-def tensor_names(model: torch.nn.Module) -> dict[int, str]:
-    """``id(tensor) -> qualified name`` for all parameters and buffers of ``model``."""
+def tensor_names(model: torch.nn.Module, modules: dict[str, torch.nn.Module] | None = None) -> dict[int, str]:
+    """``id(tensor) -> qualified name`` for all parameters and buffers of ``model``.
+
+    ``modules`` (``dict(model.named_modules(remove_duplicate=False))``, when the caller
+    already has it) saves walking the model again.
+    """
+    if modules is None:
+        modules = dict(model.named_modules(remove_duplicate=False))
     names: dict[int, str] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), name)
-    for name, b in model.named_buffers(remove_duplicate=False):
-        names.setdefault(id(b), name)
+    for slot in ("_parameters", "_buffers"):  # parameters first: a tensor is named as a parameter
+        for prefix, mod in modules.items():
+            for key, t in getattr(mod, slot).items():
+                if t is not None:
+                    names.setdefault(id(t), f"{prefix}.{key}" if prefix else key)
     return names
 
 

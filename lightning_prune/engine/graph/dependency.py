@@ -152,7 +152,7 @@ class DependencyGraph:
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
         for i in range(len(self.spaces)):
             self._index_space(i)
-        self._tensor_names = tensor_names(model)
+        self._tensor_names = tensor_names(model, tracer.modules)
         space_names = {sp.name for sp in self.spaces}
 
         def reached(name: str) -> bool:  # called itself or inside a called module
