@@ -630,3 +630,47 @@ def test_docs_examples(cbc):
     item = [idxs for dep, idxs in g if dep.target.name == "b"][0]
     pos = order[torch.searchsorted(root[order], torch.as_tensor(item.root_idxs))]
     assert pos.tolist() == [0, 0]  # root_idxs names a unit's first root index; RootMap spreads it
+
+
+def test_rootmap_reused_mappings_match_the_general_path(monkeypatch):
+    """The cached one-to-one mapping of an item's units gives what the general path gives.
+
+    A transformer's residual stream has units of several root indices (the same offset in
+    every head), and most items list them in the same order, so the mapping is reused.
+    """
+    model = nn.Sequential(nn.Linear(8, 12), nn.TransformerEncoderLayer(12, 3, 24, batch_first=True),
+                          nn.Linear(12, 4))
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(2, 5, 8))
+    group = max(DG.get_all_groups(), key=len)
+    assert max(len(u) for u in group.units) > 1  # units span heads
+    generator = torch.Generator().manual_seed(0)
+    items = [(idxs, torch.rand(len(idxs), generator=generator, dtype=torch.float64)) for _, idxs in group]
+    fast_map = RootMap(group)
+    fast = [fast_map.scatter(idxs, local) for idxs, local in items]
+    assert any(plan is not None for _, plan in fast_map._plan_cache)  # the reuse path ran
+    monkeypatch.setattr(RootMap, "_one_to_one_plan", lambda self, units: None)
+    slow_map = RootMap(group)
+    for (scores, hit), (idxs, local) in zip(fast, items):
+        want_scores, want_hit = slow_map.scatter(idxs, local)
+        torch.testing.assert_close(scores, want_scores)
+        assert torch.equal(hit, want_hit)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_magnitude_scoring_pass_gives_the_same_scores(p):
+    """Per-weight sums shared across groups inside a scoring pass change no score."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.ReLU(),
+                          nn.Conv2d(6, 5, 1), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.randn(1, 3, 9, 9)
+    model(x)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    groups = list(DG.get_all_groups())
+    importance = imp.GroupMagnitudeImportance(p=p)
+    plain = [importance(g) for g in groups]
+    with importance.scoring_pass():
+        shared = [importance(g) for g in groups]
+        assert importance.pass_cache  # the conv weights' sums were cached
+    assert importance.pass_cache is None  # and dropped with the pass
+    for a, b in zip(plain, shared):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -20,12 +20,14 @@ items and the normalization, so a new criterion only scores one item at a time.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
+from ..indices import long_tensor
 from .slices import item_key
 
 __all__ = [
@@ -65,6 +67,28 @@ class Importance:
     def __call__(self, group: Any) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(group)")
 
+    @contextlib.contextmanager
+    def scoring_pass(self) -> Iterator[None]:
+        """Score many groups of an unchanging model: per-tensor statistics may be reused.
+
+        A weight usually sits in two groups (its outputs in one, its inputs in the next).
+        Inside this block a criterion may compute what it needs from that weight once and
+        reuse it (:attr:`pass_cache`), so pruners wrap the scoring of all groups in it.
+        The caller promises that weights and gradients do not change inside the block;
+        nothing is cached outside it.
+        """
+        outer = self.__dict__.get("_pass_cache")
+        self._pass_cache = {} if outer is None else outer
+        try:
+            yield
+        finally:
+            self._pass_cache = outer
+
+    @property
+    def pass_cache(self) -> dict | None:
+        """The cache of the current :meth:`scoring_pass`, or ``None`` outside one."""
+        return self.__dict__.get("_pass_cache")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
@@ -88,6 +112,7 @@ class RootMap:
     def __init__(self, group: Any) -> None:
         root = list(group[0].idxs) if len(group) else []
         self.size = len(root)
+        self._plan_cache: list[tuple[list[int], Any]] = []
         if getattr(group, "identity_units", False) and root == list(range(self.size)):
             # the usual full group: unit k is root index k, at position k
             positions = torch.arange(self.size)
@@ -111,6 +136,39 @@ class RootMap:
         # are 0..size-1 then maps position for position (fast path of scatter)
         self._identity_units = (list(range(self.size)) if len(units) == self.size and bool(
             torch.equal(self.unit_positions, torch.arange(self.size))) else None)
+
+    def _one_to_one_plan(self, units: list[int]) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None:
+        """``(which item indices, their root positions, hit mask)`` when an item with these
+        ``units`` maps one to one onto root indices; ``None`` when some unit is shared.
+
+        Most items of a group have the same ``units`` (every layer on a residual stream
+        lists the stream's channels in the same order), so the mapping is worked out once
+        per distinct list and reused (a third of the scoring time of ViT-B/16's stream).
+        """
+        for known, plan in self._plan_cache:
+            if known == units:
+                return plan
+        unit = long_tensor(units)
+        n_units = self.unit_sizes.numel()
+        ok = (unit >= 0) & (unit < n_units)
+        idx = torch.arange(unit.numel())
+        unit_ok, idx = unit[ok], idx[ok]
+        count = torch.bincount(unit_ok, minlength=n_units)
+        plan = None
+        if bool((count[unit_ok] == self.unit_sizes[unit_ok]).all()):
+            order = torch.argsort(unit_ok, stable=True)
+            first = torch.cumsum(count, 0) - count
+            rank = torch.empty_like(unit_ok)
+            rank[order] = torch.arange(unit_ok.numel()) - first[unit_ok[order]]
+            pos = self.unit_positions[self.unit_offsets[unit_ok] + rank]
+            good = pos >= 0
+            take = idx[good]
+            touched = torch.zeros(self.size, dtype=torch.bool)
+            touched[pos[good]] = True
+            plan = (None if take.numel() == len(units) else take, pos[good], touched)
+        self._plan_cache.append((list(units), plan))
+        del self._plan_cache[:-4]
+        return plan
 
     def positions(self, root_values: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Position of each root index value in ``group[0].idxs`` (``-1`` if absent)."""
@@ -137,6 +195,12 @@ class RootMap:
         if self._identity_units is not None and units == self._identity_units and local.numel() == self.size:
             return local.clone(), torch.ones(self.size, dtype=torch.bool)
         n_units = self.unit_sizes.numel()
+        if units is not None and len(units) == local.numel():
+            plan = self._one_to_one_plan(units)
+            if plan is not None:  # every index scores exactly one root index
+                take, pos, touched = plan
+                scores.index_add_(0, pos, local if take is None else local[take])
+                return scores, touched.clone()
         if units is None or len(units) != local.numel():
             pos = self.positions(list(idxs))
             ok = pos >= 0

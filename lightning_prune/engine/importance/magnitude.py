@@ -81,8 +81,13 @@ class GroupMagnitudeImportance(SliceImportance):
 
     def slice_scores(self, piece: ChannelSlice) -> torch.Tensor:
         with for_large(piece.tensor.numel()):
+            shared = self._shared_sums(piece)
+            if shared is not None and piece.exclude is None:
+                return shared.clone()
             values = piece.gather(apply_exclude=False)
-            if values.is_contiguous():
+            if shared is not None:
+                scores = shared
+            elif values.is_contiguous():
                 scores = torch.linalg.vector_norm(values, ord=self.p, dim=1).double().pow(self.p)
             else:
                 # A view along an inner dim (input channels) is strided: vector_norm's row
@@ -95,6 +100,25 @@ class GroupMagnitudeImportance(SliceImportance):
                 dropped = values.gather(1, piece.exclude.to(values.device))
                 scores = (scores - self._powered(dropped).sum(1).double()).clamp_min(0.0)
             return scores
+
+    def _shared_sums(self, piece: ChannelSlice) -> torch.Tensor | None:
+        """Inside a scoring pass: ``sum |w|^p`` over every row of dim 0 or dim 1 of a weight.
+
+        Both come from one pass over the weight, cached for the pass: the weight's
+        outputs are scored in one group and its inputs in another, and the input side
+        alone (a strided reduction) cost twice the output side.
+        """
+        cache, dim, tensor = self.pass_cache, piece.dim, piece.tensor
+        if cache is None or dim not in (0, 1) or tensor.dim() < 2 or not piece.covers_all():
+            return None
+        key = ("magnitude_sums", id(tensor), self.p)
+        hit = cache.get(key)
+        if hit is None or hit[0] is not tensor or hit[1] != tensor.shape:
+            x = tensor.detach().float().reshape(tensor.shape[0], tensor.shape[1], -1)
+            powered = self._powered(x)
+            hit = (tensor, tensor.shape, (powered.sum((1, 2)).double(), powered.sum((0, 2)).double()))
+            cache[key] = hit
+        return hit[2][dim]
 
     def _powered(self, values: torch.Tensor) -> torch.Tensor:
         return values * values if self.p == 2 else values.abs().pow(self.p)

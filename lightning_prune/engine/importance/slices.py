@@ -79,6 +79,18 @@ class ChannelSlice:
             values = values.scatter(1, self.exclude.to(values.device), 0.0)
         return values
 
+    @property
+    def dim(self) -> int | None:
+        """The tensor dim whose entries are the rows, for an :func:`along` view (else ``None``)."""
+        return getattr(self.view, "dim", None)
+
+    def covers_all(self) -> bool:
+        """One row per channel, every row of the view in order (no gather needed)."""
+        rows, dim = self.rows, self.dim
+        if dim is None or rows.dim() != 2 or rows.shape[1] != 1 or rows.shape[0] != self.tensor.shape[dim]:
+            return False
+        return bool((rows.reshape(-1) == torch.arange(rows.shape[0], device=rows.device)).all())
+
     def matrix(self, like: torch.Tensor | None = None) -> torch.Tensor:
         """The whole 2-D view (all channels of the layer), float32."""
         source = self.tensor if like is None else like
@@ -91,6 +103,7 @@ def along(dim: int) -> View:
     def view(t: torch.Tensor) -> torch.Tensor:
         return t.movedim(dim, 0).reshape(t.shape[dim], -1)
 
+    view.dim = dim  # read by ChannelSlice.dim
     return view
 
 

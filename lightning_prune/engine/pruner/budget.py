@@ -67,7 +67,8 @@ def solve_ratio_for_budget(pruner: MetaPruner, metric: str, target: float, toler
     """
     from .planning import unit_scores
 
-    scores = {pruner._root_name(g): unit_scores(g, pruner.estimate_importance(g)) for g in pruner._groups(pruner.DG)}
+    with pruner.scoring_pass():
+        scores = {pruner._root_name(g): unit_scores(g, pruner.estimate_importance(g)) for g in pruner._groups(pruner.DG)}
     lo, hi = 0.0, pruner.max_pruning_ratio if pruner.max_pruning_ratio < 1 else 0.999
     f_lo = simulate(pruner, lo, scores, metric) - target
     if f_lo <= 0:

@@ -15,6 +15,7 @@ what was removed, and the pruner keeps the whole history.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -293,17 +294,16 @@ class MetaPruner:
         graph = self._build("blocks")
         self.DG = graph
         plans = []
-        for g in list(self._groups(graph)):
+        head_groups = [g for g in self._groups(graph) if g.is_head_group and len(g.units) >= 2 and (
+            not self.num_heads or any(d.target.name in self.num_heads for d, _ in g))]
+        with self.scoring_pass():
+            scores = [unit_scores(g, self.estimate_importance(g)) for g in head_groups]
+        for g, s in zip(head_groups, scores):
             name = self._root_name(g)
-            if not g.is_head_group or len(g.units) < 2:
-                continue
-            if self.num_heads and not any(d.target.name in self.num_heads for d, _ in g):
-                continue
             target = self._ratio_for(g, self.head_pruning_ratio, self.head_pruning_ratio_dict)
             schedule = check_schedule(self.scheduler(target, self.iterative_steps), self.iterative_steps, target)
             plans.append(GroupPlan(g, name, None, schedule[self.current_step],
-                                   self._initial_heads.get(name, len(g.units)),
-                                   unit_scores(g, self.estimate_importance(g))))
+                                   self._initial_heads.get(name, len(g.units)), s))
         plan_local(plans, self.max_pruning_ratio, None)
         for plan in plans:
             if plan.remove:
@@ -322,8 +322,23 @@ class MetaPruner:
         base = base_macs if metric == "macs" else base_params
         return solve_ratio_for_budget(self, metric, fraction * base)
 
+    def scoring_pass(self) -> contextlib.AbstractContextManager:
+        """Context for scoring every group of the unchanged model (see ``Importance.scoring_pass``)."""
+        enter = getattr(self.importance, "scoring_pass", None)
+        return enter() if callable(enter) else contextlib.nullcontext()
+
     def _plans(self, graph: DependencyGraph, default_ratio: float,
                scores: dict[str, torch.Tensor] | None = None) -> list[GroupPlan]:
+        with self.scoring_pass():
+            plans = self._score_plans(graph, default_ratio, scores)
+        local = [p for p in plans if p.scope is None]
+        joint = [p for p in plans if p.scope is not None]
+        plan_local(local, self.max_pruning_ratio, self.round_to)
+        plan_global(joint, self.max_pruning_ratio, self.round_to)
+        return plans
+
+    def _score_plans(self, graph: DependencyGraph, default_ratio: float,
+                     scores: dict[str, torch.Tensor] | None) -> list[GroupPlan]:
         plans = []
         for g in list(self._groups(graph)):
             if not self.prune_head_dims and g.is_head_group:
@@ -340,10 +355,6 @@ class MetaPruner:
             else:
                 s = unit_scores(g, self.estimate_importance(g))
             plans.append(GroupPlan(g, name, self._scope(g), target, self._initial_units.get(name, len(g.units)), s))
-        local = [p for p in plans if p.scope is None]
-        joint = [p for p in plans if p.scope is not None]
-        plan_local(local, self.max_pruning_ratio, self.round_to)
-        plan_global(joint, self.max_pruning_ratio, self.round_to)
         return plans
 
     def _ratio_for(self, group: Group, default: float, table: list) -> float:
