@@ -109,7 +109,7 @@ class GroupMagnitudeImportance(SliceImportance):
         alone (a strided reduction) cost twice the output side.
         """
         cache, dim, tensor = self.pass_cache, piece.dim, piece.tensor
-        if cache is None or dim not in (0, 1) or tensor.dim() < 2 or not piece.covers_all():
+        if cache is None or dim not in (0, 1) or tensor.dim() < 2:
             return None
         key = ("magnitude_sums", id(tensor), self.p)
         hit = cache.get(key)
@@ -118,7 +118,12 @@ class GroupMagnitudeImportance(SliceImportance):
             powered = self._powered(x)
             hit = (tensor, tensor.shape, (powered.sum((1, 2)).double(), powered.sum((0, 2)).double()))
             cache[key] = hit
-        return hit[2][dim]
+        sums = hit[2][dim]
+        if piece.covers_all():
+            return sums
+        # channel k owns rows rows[k]: its sum is the sum of theirs (q/k/v rows of attention)
+        rows = piece.rows.to(sums.device)
+        return sums[rows.reshape(-1)].reshape(rows.shape).sum(1)
 
     def _powered(self, values: torch.Tensor) -> torch.Tensor:
         return values * values if self.p == 2 else values.abs().pow(self.p)
