@@ -150,8 +150,7 @@ class DependencyGraph:
         self.version += 1
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
-        for i in range(len(self.spaces)):
-            self._index_space(i)
+        self._index_all_spaces()
         self._tensor_names = tensor_names(model, tracer.modules)
         space_names = {sp.name for sp in self.spaces}
 
@@ -164,6 +163,16 @@ class DependencyGraph:
             if id(mod) in self._pruners and name not in space_names and not reached(name)
             and any(True for _ in mod.parameters(recurse=False))
         ]
+
+    def _index_all_spaces(self) -> None:
+        """:meth:`_index_space` for every space at once (one vectorized pass)."""
+        if not self.spaces:
+            return
+        sizes = torch.as_tensor([sp.elems.numel() for sp in self.spaces], dtype=torch.long)
+        elems = torch.cat([sp.elems.reshape(-1) for sp in self.spaces])
+        starts = torch.cumsum(sizes, 0) - sizes
+        self._elem_space[elems] = torch.repeat_interleave(torch.arange(len(self.spaces)), sizes)
+        self._elem_pos[elems] = torch.arange(elems.numel()) - torch.repeat_interleave(starts, sizes)
 
     def _index_space(self, i: int) -> None:
         elems = self.spaces[i].elems

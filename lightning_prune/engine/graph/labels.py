@@ -133,12 +133,13 @@ def connected_components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     jumping. Rounds are few (logarithmic in practice) and each is a vectorized pass, so a
     graph with millions of unions resolves in milliseconds.
     """
+    # index_select, not parent[a]: 1-D advanced indexing is ~4x slower on CPU
     parent = torch.arange(n, dtype=torch.long)
     if a.numel() == 0:
         return parent
     while True:
-        pa = parent[a]
-        pb = parent[b]
+        pa = parent.index_select(0, a)
+        pb = parent.index_select(0, b)
         differ = pa != pb
         if not bool(differ.any()):
             return parent
@@ -148,7 +149,7 @@ def connected_components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
         hi = torch.maximum(pa, pb)
         parent.scatter_reduce_(0, hi, lo, reduce="amin")
         while True:
-            grand = parent[parent]
+            grand = parent.index_select(0, parent)
             if torch.equal(grand, parent):
                 break
             parent = grand
