@@ -233,3 +233,49 @@ def test_producers_of_a_residual_stream_stay_bounded_and_groups_stay_whole():
     group.prune()
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 2, 8, 8)
     assert model[1].conv.weight.shape == (3, 3, 3, 3)
+
+
+class _TwoBranchCat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_group_held_across_another_prune_removes_its_own_channels():
+    """Pruning one group shifts positions in a shared consumer; a group made earlier must
+    still remove the channels it was made for (it is re-derived from its components)."""
+    torch.manual_seed(0)
+    model, x = _TwoBranchCat().eval(), torch.randn(2, 3, 6, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    first = DG.get_pruning_group(model.a, tp.prune_conv_out_channels, [0, 1])
+    second = DG.get_pruning_group(model.b, tp.prune_conv_out_channels, [2])
+    for g in (first, second):
+        silence_channels(g)  # now both may go without changing the output
+    kept_b = model.head.weight[:, [4, 5, 7]].clone()  # head inputs that read b's channels 0, 1, 3
+    before = model(x)
+    first.prune()  # head's inputs 4..7 (from b) move to 2..5
+    second.prune()  # made before that prune: must still remove b's channel 2 (now head input 4)
+    assert model.a.out_channels == 2 and model.b.out_channels == 3 and model.head.in_channels == 5
+    torch.testing.assert_close(model.head.weight[:, 2:], kept_b)
+    torch.testing.assert_close(model(x), before)
+    assert "b" in second.details()  # a pruned group still prints what it removed
+
+
+def test_get_all_groups_can_be_pruned_while_iterating():
+    """The seed's loop prunes each group as it comes; later groups must not go stale."""
+    torch.manual_seed(0)
+    model, x = _TwoBranchCat().eval(), torch.randn(2, 3, 6, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    pruned = 0
+    for group in DG.get_all_groups():
+        silence_channels(DG.get_pruning_group(group[0].dep.target.module, group[0].dep.handler, [0]))
+        before = model(x)
+        group.prune(idxs=[0])
+        torch.testing.assert_close(model(x), before)
+        pruned += 1
+    assert pruned == 2 and model.head.in_channels == 6

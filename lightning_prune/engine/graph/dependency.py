@@ -261,6 +261,14 @@ class DependencyGraph:
 
     @one_thread
     def _group_from(self, root: int, comps: torch.Tensor) -> Group:
+        return self._make_group(root, comps, self._layout(comps))
+
+    def _layout(self, comps: torch.Tensor) -> tuple[dict[int, list[int]], list[int], list[int], torch.Tensor]:
+        """Where the live elements of ``comps`` sit: ``(targets, space_ids, counts, elem_comps)``.
+
+        ``targets`` maps each space to the sorted positions to remove; ``elem_comps`` is
+        the component of every element, in (space, position) order.
+        """
         elems = self._members(comps)
         targets: dict[int, list[int]] = {}
         space_ids: list[int] = []
@@ -278,9 +286,54 @@ class DependencyGraph:
             space_ids, counts = uniq.tolist(), count_t.tolist()
             for s, chunk in zip(space_ids, torch.split(pos, counts)):
                 targets[s] = chunk.tolist()
+        return targets, space_ids, counts, elem_comps
+
+    def _layouts(self, requests: list[torch.Tensor]) -> list[tuple]:
+        """:meth:`_layout` for several *disjoint* sets of components in one vectorized pass.
+
+        ``get_all_groups`` asks for every group at once; one sort of all their elements
+        replaces a member search and a sort per group (a third of a ResNet-50 pass).
+        """
+        empty = torch.zeros(0, dtype=torch.long)
+        owner = torch.full((self._comp.numel(),), -1, dtype=torch.long)
+        for k, comps in enumerate(requests):
+            owner[comps] = k
+        elem_owner = owner.index_select(0, self._comp)
+        elems = ((elem_owner >= 0) & self._alive & (self._elem_space >= 0)).nonzero().reshape(-1)
+        layouts: list[tuple] = [({}, [], [], empty) for _ in requests]
+        if not elems.numel():
+            return layouts
+        n_spaces = len(self.spaces)
+        pair = elem_owner.index_select(0, elems) * n_spaces + self._elem_space.index_select(0, elems)
+        pos = self._elem_pos.index_select(0, elems)
+        order = torch.argsort(pair * (int(pos.max()) + 1) + pos)
+        elems, pair, pos = elems.index_select(0, order), pair.index_select(0, order), pos.index_select(0, order)
+        elem_comps = self._comp.index_select(0, elems)
+        uniq, count_t = torch.unique_consecutive(pair, return_counts=True)
+        pos_list = pos.tolist()
+        span: dict[int, list[int]] = {}
+        offset = 0
+        for key, c in zip(uniq.tolist(), count_t.tolist()):
+            k, space = divmod(key, n_spaces)
+            targets, space_ids, counts, _ = layouts[k]
+            targets[space] = pos_list[offset:offset + c]
+            space_ids.append(space)
+            counts.append(c)
+            span.setdefault(k, [offset, offset])[1] = offset + c
+            offset += c
+        for k, (start, end) in span.items():
+            layouts[k] = (*layouts[k][:3], elem_comps[start:end])
+        return layouts
+
+    def _make_group(self, root: int, comps: torch.Tensor, layout: tuple) -> Group:
+        targets, space_ids, counts, elem_comps = layout
         # units: the root's positions grouped by component, in order of first appearance
         root_pos = targets.get(root, [])
-        root_comps = self._comp[self.spaces[root].elems[torch.as_tensor(root_pos, dtype=torch.long)]].tolist()
+        if root_pos:  # the root's chunk of elem_comps (layouts are in space order)
+            start = sum(counts[:space_ids.index(root)])
+            root_comps = elem_comps[start:start + len(root_pos)].tolist()
+        else:
+            root_comps = []
         if len(set(root_comps)) == len(root_comps):  # one channel per unit (the usual case)
             units_list, unit_comp_list = [[p] for p in root_pos], root_comps
         else:
@@ -301,9 +354,26 @@ class DependencyGraph:
             return self._dependency_items(root, targets, origin)
 
         sensitive = bool(self._comp_sensitive[comps].any())
-        return Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=units_list,
-                     unit_comps=unit_comp_list, sensitive=sensitive,
-                     is_head_group=bool(self._comp_heads[comps].any()))
+        group = Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=units_list,
+                      unit_comps=unit_comp_list, sensitive=sensitive,
+                      is_head_group=bool(self._comp_heads[comps].any()))
+        group._comps, group._version = comps, self.version
+        return group
+
+    def _current(self, group: Group) -> Group:
+        """``group``, its positions re-derived (in place) if a prune happened since it was made.
+
+        A group stores positions; pruning another group that shares a layer (the consumer
+        of a concat, say) shifts them. Components do not shift, so the group is rebuilt
+        from its components: a group held across prunes still removes the same channels.
+        """
+        if group._version == self.version or group._comps is None:
+            return group
+        fresh = self._group_from(group._root, group._comps)
+        if not fresh._targets:
+            raise PruningError(f"the channels of the group rooted at {group.root_name} were already pruned")
+        group._take(fresh)
+        return group
 
     def group_for_units(self, group: Group, units: Sequence[int]) -> Group:
         """The sub-group of ``group`` that removes the given units (indices into ``group.units``).
@@ -357,6 +427,10 @@ class DependencyGraph:
 
     def check_pruning_group(self, group: Group) -> bool:
         """``True`` when pruning ``group`` leaves at least one channel in every layer."""
+        try:
+            group = self._current(group)
+        except PruningError:
+            return False
         return self._problem(group) is None
 
     def _problem(self, group: Group) -> str | None:
@@ -397,6 +471,7 @@ class DependencyGraph:
         covered[self._frozen] = True
         if blocked.numel():
             covered[blocked] = True
+        requests: list[tuple[int, torch.Tensor]] = []
         for name, mod in self._modules.items():
             if not isinstance(mod, roots):
                 continue
@@ -410,7 +485,12 @@ class DependencyGraph:
                 continue
             chosen = torch.unique(comps[free])
             covered[chosen] = True
-            yield self._group_from(i, chosen)
+            requests.append((i, chosen))
+        with single_threaded():
+            layouts = self._layouts([comps for _, comps in requests])
+            # made now, at the version the layouts describe: a caller may prune between yields
+            groups = [self._make_group(i, chosen, layout) for (i, chosen), layout in zip(requests, layouts)]
+        yield from groups
 
     def _blocked_components(self, ignored_layers: Iterable[Any] | None) -> torch.Tensor:
         comps = []
@@ -440,6 +520,7 @@ class DependencyGraph:
     @one_thread
     def _apply(self, group: Group) -> dict:
         self._require_built()
+        group = self._current(group)
         snapshot = self._checked_snapshot(group)
         old_sizes = {s: self.spaces[s].elems.numel() for s, _ in group._targets}
         calls = self._calls(group)
@@ -474,6 +555,7 @@ class DependencyGraph:
             sp.elems = sp.elems[keep]
             self._elem_pos[sp.elems] = torch.arange(sp.elems.numel())  # their space is unchanged
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
+        group._comps = None  # done: it now describes what was removed, and is never re-derived
         self.pruning_history.append(record)
         self.version += 1
         return record
@@ -503,6 +585,7 @@ class DependencyGraph:
     @one_thread
     def _soft_apply(self, group: Group) -> dict:
         """Record what :meth:`_apply` would remove, undo it, and zero those slices instead."""
+        group = self._current(group)
         snapshot = self._checked_snapshot(group)
         try:
             with recording(self._tensor_names) as rec:

@@ -100,12 +100,24 @@ class Group:
         #: offset in every attention head or every group of a grouped conv.
         self.units = units
         self._identity_units: bool | None = None
+        #: Components of the group's channels and the graph version it was made at (set
+        #: by the graph): positions go stale when another group is pruned, components don't.
+        self._comps: torch.Tensor | None = None
+        self._version = graph.version if hasattr(graph, "version") else 0
 
     @property
     def _items(self) -> list[GroupItem]:
         if callable(self._items_or_factory):
+            if self._comps is not None and self._version != self._graph.version:
+                self._graph._current(self)  # looked at for the first time after another prune
             self._items_or_factory = self._items_or_factory()
         return self._items_or_factory
+
+    def _take(self, fresh: Group) -> None:
+        """Adopt the positions of ``fresh``, the same channels derived again."""
+        self._items_or_factory, self._targets = fresh._items_or_factory, fresh._targets
+        self.units, self._unit_comps, self._version = fresh.units, fresh._unit_comps, fresh._version
+        self._identity_units = None
 
     @property
     def identity_units(self) -> bool:
