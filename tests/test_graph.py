@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from helpers import assert_same_state, silence_channels, snapshot
 from torch import nn
 from torchvision.models import resnet18
@@ -279,3 +280,23 @@ def test_get_all_groups_can_be_pruned_while_iterating():
         torch.testing.assert_close(model(x), before)
         pruned += 1
     assert pruned == 2 and model.head.in_channels == 6
+
+
+def test_sub_groups_from_a_layout_match_a_fresh_derivation():
+    """group_for_units filters the parent group's layout while its layers are unchanged;
+    that must give exactly the group that deriving it from scratch gives, before and
+    after other groups are pruned."""
+    torch.manual_seed(0)
+    model = torchvision.models.densenet121(weights=None).features[:5].eval()  # concats and a transition
+    x = torch.randn(1, 3, 32, 32)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    groups = list(DG.get_all_groups())
+    generator = torch.Generator().manual_seed(0)
+    for k, group in enumerate(groups):
+        units = sorted(torch.randperm(len(group.units), generator=generator)[: max(1, len(group.units) // 3)].tolist())
+        sub = DG.group_for_units(group, units)
+        comps = torch.as_tensor([group._unit_comps[u] for u in units])
+        fresh = DG._group_from(group._root, comps)
+        assert sub._targets == fresh._targets and sub.units == fresh.units
+        if k % 2 == 0:
+            sub.prune()  # later groups share the concat consumers: their layouts go stale

@@ -148,6 +148,7 @@ class DependencyGraph:
         self._comp_heads[self._comp[result.table.heads_mask()]] = True
         self._alive = torch.ones(n, dtype=torch.bool)
         self.version += 1
+        self._space_version = [self.version] * len(self.spaces)  # version of each space's last change
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
         self._index_all_spaces()
@@ -263,17 +264,18 @@ class DependencyGraph:
     def _group_from(self, root: int, comps: torch.Tensor) -> Group:
         return self._make_group(root, comps, self._layout(comps))
 
-    def _layout(self, comps: torch.Tensor) -> tuple[dict[int, list[int]], list[int], list[int], torch.Tensor]:
-        """Where the live elements of ``comps`` sit: ``(targets, space_ids, counts, elem_comps)``.
+    def _layout(self, comps: torch.Tensor) -> tuple:
+        """Where the live elements of ``comps`` sit: ``(targets, space_ids, counts, elem_comps, pos)``.
 
-        ``targets`` maps each space to the sorted positions to remove; ``elem_comps`` is
-        the component of every element, in (space, position) order.
+        ``targets`` maps each space to the sorted positions to remove; ``elem_comps`` and
+        ``pos`` are the component and position of every element, in (space, position)
+        order.
         """
         elems = self._members(comps)
         targets: dict[int, list[int]] = {}
         space_ids: list[int] = []
         counts: list[int] = []
-        elem_comps = torch.zeros(0, dtype=torch.long)
+        elem_comps = pos = torch.zeros(0, dtype=torch.long)
         if elems.numel():
             spaces = self._elem_space[elems]
             keep = spaces >= 0
@@ -286,7 +288,7 @@ class DependencyGraph:
             space_ids, counts = uniq.tolist(), count_t.tolist()
             for s, chunk in zip(space_ids, torch.split(pos, counts)):
                 targets[s] = chunk.tolist()
-        return targets, space_ids, counts, elem_comps
+        return targets, space_ids, counts, elem_comps, pos
 
     def _layouts(self, requests: list[torch.Tensor]) -> list[tuple]:
         """:meth:`_layout` for several *disjoint* sets of components in one vectorized pass.
@@ -300,7 +302,7 @@ class DependencyGraph:
             owner[comps] = k
         elem_owner = owner.index_select(0, self._comp)
         elems = ((elem_owner >= 0) & self._alive & (self._elem_space >= 0)).nonzero().reshape(-1)
-        layouts: list[tuple] = [({}, [], [], empty) for _ in requests]
+        layouts: list[tuple] = [({}, [], [], empty, empty) for _ in requests]
         if not elems.numel():
             return layouts
         n_spaces = len(self.spaces)
@@ -315,18 +317,43 @@ class DependencyGraph:
         offset = 0
         for key, c in zip(uniq.tolist(), count_t.tolist()):
             k, space = divmod(key, n_spaces)
-            targets, space_ids, counts, _ = layouts[k]
+            targets, space_ids, counts, _, _ = layouts[k]
             targets[space] = pos_list[offset:offset + c]
             space_ids.append(space)
             counts.append(c)
             span.setdefault(k, [offset, offset])[1] = offset + c
             offset += c
         for k, (start, end) in span.items():
-            layouts[k] = (*layouts[k][:3], elem_comps[start:end])
+            layouts[k] = (*layouts[k][:3], elem_comps[start:end], pos[start:end])
         return layouts
 
+    def _sub_layout(self, layout: tuple, comps: torch.Tensor) -> tuple:
+        """:meth:`_layout` of ``comps``, a subset of the components ``layout`` was made for,
+        by filtering it (valid while none of its spaces changed)."""
+        _, space_ids, counts, elem_comps, pos = layout
+        mask = torch.isin(elem_comps, comps)
+        segment = torch.repeat_interleave(torch.arange(len(space_ids)), torch.as_tensor(counts, dtype=torch.long))
+        new_counts = torch.bincount(segment[mask], minlength=len(space_ids)).tolist()
+        sub_pos = pos[mask]
+        pos_list = sub_pos.tolist()
+        targets: dict[int, list[int]] = {}
+        sub_spaces, sub_counts = [], []
+        offset = 0
+        for space, c in zip(space_ids, new_counts):
+            if c:
+                targets[space] = pos_list[offset:offset + c]
+                sub_spaces.append(space)
+                sub_counts.append(c)
+                offset += c
+        return targets, sub_spaces, sub_counts, elem_comps[mask], sub_pos
+
+    def _unchanged_since(self, version: int, space_ids: list[int]) -> bool:
+        """No prune since ``version`` touched any of these spaces."""
+        changed = self._space_version
+        return all(changed[s] <= version for s in space_ids)
+
     def _make_group(self, root: int, comps: torch.Tensor, layout: tuple) -> Group:
-        targets, space_ids, counts, elem_comps = layout
+        targets, space_ids, counts, elem_comps, _ = layout
         # units: the root's positions grouped by component, in order of first appearance
         root_pos = targets.get(root, [])
         if root_pos:  # the root's chunk of elem_comps (layouts are in space order)
@@ -357,7 +384,7 @@ class DependencyGraph:
         group = Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=units_list,
                       unit_comps=unit_comp_list, sensitive=sensitive,
                       is_head_group=bool(self._comp_heads[comps].any()))
-        group._comps, group._version = comps, self.version
+        group._comps, group._version, group._layout_data = comps, self.version, layout
         return group
 
     def _current(self, group: Group) -> Group:
@@ -368,6 +395,9 @@ class DependencyGraph:
         from its components: a group held across prunes still removes the same channels.
         """
         if group._version == self.version or group._comps is None:
+            return group
+        if self._unchanged_since(group._version, [s for s, _ in group._targets]):
+            group._version = self.version  # the prunes since then did not touch it
             return group
         fresh = self._group_from(group._root, group._comps)
         if not fresh._targets:
@@ -381,7 +411,11 @@ class DependencyGraph:
         Units are tracked by component, so this stays right even after other groups were
         pruned since ``group`` was made and its root positions shifted.
         """
-        comps = torch.as_tensor([group._unit_comps[u] for u in units], dtype=torch.long)
+        comps = long_tensor([group._unit_comps[u] for u in units])
+        layout = group._layout_data
+        if layout is not None and group._comps is not None and self._unchanged_since(group._version, layout[1]):
+            with single_threaded():
+                return self._make_group(group._root, comps, self._sub_layout(layout, comps))
         return self._group_from(group._root, comps)
 
     def _node(self, i: int) -> Node:
@@ -558,6 +592,8 @@ class DependencyGraph:
         group._comps = None  # done: it now describes what was removed, and is never re-derived
         self.pruning_history.append(record)
         self.version += 1
+        for s, _ in group._targets:
+            self._space_version[s] = self.version
         return record
 
     def _sync_block_counts(self, group: Group) -> None:

@@ -103,6 +103,7 @@ class Group:
         #: Components of the group's channels and the graph version it was made at (set
         #: by the graph): positions go stale when another group is pruned, components don't.
         self._comps: torch.Tensor | None = None
+        self._layout_data: tuple | None = None  # where its elements sit, for sub-groups
         self._version = graph.version if hasattr(graph, "version") else 0
 
     @property
@@ -116,6 +117,7 @@ class Group:
     def _take(self, fresh: Group) -> None:
         """Adopt the positions of ``fresh``, the same channels derived again."""
         self._items_or_factory, self._targets = fresh._items_or_factory, fresh._targets
+        self._layout_data = fresh._layout_data
         self.units, self._unit_comps, self._version = fresh.units, fresh._unit_comps, fresh._version
         self._identity_units = None
 
