@@ -331,7 +331,9 @@ class DependencyGraph:
         """:meth:`_layout` of ``comps``, a subset of the components ``layout`` was made for,
         by filtering it (valid while none of its spaces changed)."""
         _, space_ids, counts, elem_comps, pos = layout
-        mask = torch.isin(elem_comps, comps)
+        chosen = torch.zeros(self._comp.numel(), dtype=torch.bool)
+        chosen[comps] = True
+        mask = chosen.index_select(0, elem_comps)  # torch.isin sorts: 5x slower here
         segment = torch.repeat_interleave(torch.arange(len(space_ids)), torch.as_tensor(counts, dtype=torch.long))
         new_counts = torch.bincount(segment[mask], minlength=len(space_ids)).tolist()
         sub_pos = pos[mask]

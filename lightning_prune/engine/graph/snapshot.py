@@ -14,6 +14,7 @@ from torch import nn
 
 _MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
 _PRIMITIVE = (int, float, bool, str, type(None))
+_PLAIN_TYPES = frozenset(_PRIMITIVE)  # exact types: the common case, checked without a call
 
 # Attribute names that containers use to remember a width they later feed to reshape().
 # Checked only on ancestors of a pruned layer that have no layer pruner of their own.
@@ -67,7 +68,9 @@ class ModelSnapshot:
 
     @staticmethod
     def _plain(mod: nn.Module) -> dict[str, Any]:
-        return {k: v for k, v in mod.__dict__.items() if k not in _MODULE_INTERNALS and _primitive(v)}
+        plain_types = _PLAIN_TYPES
+        return {k: v for k, v in mod.__dict__.items()
+                if k not in _MODULE_INTERNALS and (type(v) in plain_types or _primitive(v))}
 
     def restore(self) -> None:
         with torch.no_grad():

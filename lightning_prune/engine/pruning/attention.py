@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .base import LayerPruner, PruningError, keep_indices, normalize_idxs, slice_tensor
-from .conv import describe_layer
+from .conv import CallLabel
 
 __all__ = ["MultiheadAttentionPruner"]
 
@@ -31,7 +31,7 @@ class MultiheadAttentionPruner(LayerPruner):
     couples_in_out = True
 
     def _prune(self, layer: nn.Module, idxs: Sequence[int], direction: str) -> nn.Module:
-        what = f"prune_{self.NAME}_{direction}_channels on {describe_layer(layer)}"
+        what = CallLabel(self.NAME, direction, layer)
         embed = layer.embed_dim
         remove = normalize_idxs(idxs, embed, what)
         if not remove:

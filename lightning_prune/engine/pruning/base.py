@@ -40,7 +40,7 @@ def layer_label(layer: nn.Module) -> str:
     return f"{type(layer).__name__}"
 
 
-def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: str) -> list[int]:
+def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: object) -> list[int]:
     """Validate and sort indices to remove from a dim of ``size`` elements.
 
     Raises :class:`PruningError` for out-of-range, non-integer or all-removing indices.
@@ -64,7 +64,7 @@ def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: str) -> 
     return out
 
 
-def _as_index(i: object, what: str) -> int:
+def _as_index(i: object, what: object) -> int:
     """An index as a plain int: numpy integers are fine, bools and anything else are not."""
     if isinstance(i, int) and not isinstance(i, bool):
         return int(i)

@@ -33,6 +33,27 @@ __all__ = [
 _WIDTH_ATTRS = ("embed_dim", "num_heads", "kdim", "vdim", "batch_first")
 
 
+class CallLabel:
+    """``"prune_conv_out_channels on Conv2d(...)"`` for error messages, built only when shown.
+
+    Every pruning call names itself for its errors; describing the layer (its
+    ``extra_repr``) eagerly cost more than the slicing of a small layer.
+    """
+
+    __slots__ = ("_fn", "_direction", "_layer", "_suffix")
+
+    def __init__(self, fn: str, direction: str, layer: object, suffix: str = "") -> None:
+        self._fn, self._direction, self._layer, self._suffix = fn, direction, layer, suffix
+
+    def __str__(self) -> str:
+        return f"prune_{self._fn}_{self._direction}_channels{self._suffix} on {describe_layer(self._layer)}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    __repr__ = __str__
+
+
 def describe_layer(layer: object) -> str:
     """A one-line description such as ``Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1))``.
 
@@ -51,7 +72,7 @@ def describe_layer(layer: object) -> str:
     return name
 
 
-def uniform_group_offsets(remove: Sequence[int], size: int, groups: int, what: str, kind: str) -> list[int]:
+def uniform_group_offsets(remove: Sequence[int], size: int, groups: int, what: object, kind: str) -> list[int]:
     """The within-group offsets removed by ``remove``, which must be the same in every group.
 
     Channel ``c`` of ``size`` channels split into ``groups`` equal groups is offset
@@ -100,8 +121,8 @@ class ConvPruner(LayerPruner):
     out_channel_dim = 1
     in_channel_dim = 1
 
-    def _what(self, layer: nn.Module, direction: str) -> str:
-        return f"prune_{self.NAME}_{direction}_channels on {describe_layer(layer)}"
+    def _what(self, layer: nn.Module, direction: str) -> CallLabel:
+        return CallLabel(self.NAME, direction, layer)
 
     # ------------------------------------------------------------------ protocol
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
@@ -172,7 +193,7 @@ class DepthwiseConvPruner(ConvPruner):
     TARGET_TYPES = ()
     NAME = "depthwise_conv"
 
-    def _check(self, layer: nn.Module, what: str) -> None:
+    def _check(self, layer: nn.Module, what: object) -> None:
         if not is_depthwise_conv(layer):
             raise PruningError(
                 f"{what}: not a depthwise conv (groups={layer.groups}, in_channels={layer.in_channels}); "
@@ -193,7 +214,7 @@ class DepthwiseConvPruner(ConvPruner):
         return layer.out_channels == layer.in_channels
 
 
-def _prune_depthwise_by_outputs(layer: nn.Module, idxs: Sequence[int], what: str) -> nn.Module:
+def _prune_depthwise_by_outputs(layer: nn.Module, idxs: Sequence[int], what: object) -> nn.Module:
     remove = normalize_idxs(idxs, layer.out_channels, what)
     mult = layer.out_channels // layer.in_channels
     if mult == 1:
@@ -208,7 +229,7 @@ def _prune_depthwise_by_outputs(layer: nn.Module, idxs: Sequence[int], what: str
     return _prune_depthwise_inputs(layer, groups)
 
 
-def _prune_depthwise_by_inputs(layer: nn.Module, idxs: Sequence[int], what: str) -> nn.Module:
+def _prune_depthwise_by_inputs(layer: nn.Module, idxs: Sequence[int], what: object) -> nn.Module:
     remove = normalize_idxs(idxs, layer.in_channels, what)
     return _prune_depthwise_inputs(layer, remove)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .base import LayerPruner, keep_indices, normalize_idxs, slice_tensor
-from .conv import describe_layer
+from .conv import CallLabel
 
 __all__ = ["LinearPruner"]
 
@@ -23,7 +23,7 @@ class LinearPruner(LayerPruner):
     in_channel_dim = -1
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        what = f"prune_{self.NAME}_out_channels on {describe_layer(layer)}"
+        what = CallLabel(self.NAME, "out", layer)
         remove = normalize_idxs(idxs, layer.out_features, what)
         keep = keep_indices(layer.out_features, remove)
         slice_tensor(layer.weight, 0, keep)
@@ -32,7 +32,7 @@ class LinearPruner(LayerPruner):
         return layer
 
     def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        what = f"prune_{self.NAME}_in_channels on {describe_layer(layer)}"
+        what = CallLabel(self.NAME, "in", layer)
         remove = normalize_idxs(idxs, layer.in_features, what)
         keep = keep_indices(layer.in_features, remove)
         slice_tensor(layer.weight, 1, keep)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .base import LayerPruner, PruningError, keep_indices, normalize_idxs, slice_tensor
-from .conv import describe_layer, uniform_group_offsets, whole_groups
+from .conv import CallLabel, uniform_group_offsets, whole_groups
 
 __all__ = [
     "BatchNormPruner",
@@ -45,7 +45,7 @@ class CoupledPruner(LayerPruner):
     def channel_tensors(self, layer: nn.Module) -> list[tuple[torch.Tensor | None, int]]:
         raise NotImplementedError
 
-    def plan(self, layer: nn.Module, remove: list[int], what: str) -> object:
+    def plan(self, layer: nn.Module, remove: list[int], what: object) -> object:
         """Validate a prune of ``remove``; return data for :meth:`resize`. Must not mutate."""
         return None
 
@@ -56,7 +56,7 @@ class CoupledPruner(LayerPruner):
         return self.get_out_channels(layer)
 
     def _prune(self, layer: nn.Module, idxs: Sequence[int], direction: str) -> nn.Module:
-        what = f"prune_{self.NAME}_{direction}_channels on {describe_layer(layer)}"
+        what = CallLabel(self.NAME, direction, layer)
         size = self.get_out_channels(layer)
         if size is None:
             return layer
@@ -137,7 +137,7 @@ class LayerNormPruner(CoupledPruner):
     def channel_tensors(self, layer: nn.Module) -> list[tuple[torch.Tensor | None, int]]:
         return [(getattr(layer, "weight", None), 0), (getattr(layer, "bias", None), 0)]
 
-    def plan(self, layer: nn.Module, remove: list[int], what: str) -> object:
+    def plan(self, layer: nn.Module, remove: list[int], what: object) -> object:
         shape = tuple(layer.normalized_shape)
         if len(shape) != 1:
             raise PruningError(
@@ -177,7 +177,7 @@ class GroupNormPruner(CoupledPruner):
     def channel_tensors(self, layer: nn.Module) -> list[tuple[torch.Tensor | None, int]]:
         return [(getattr(layer, "weight", None), 0), (getattr(layer, "bias", None), 0)]
 
-    def plan(self, layer: nn.Module, remove: list[int], what: str) -> object:
+    def plan(self, layer: nn.Module, remove: list[int], what: object) -> object:
         groups, channels = layer.num_groups, layer.num_channels
         per = channels // groups
         if per > 1:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from .base import LayerPruner, PruningError, keep_indices, normalize_idxs, slice_tensor
-from .conv import describe_layer
+from .conv import CallLabel
 
 __all__ = ["ParameterPruner"]
 
@@ -35,7 +35,7 @@ class ParameterPruner(LayerPruner):
         self.couples_in_out = self.in_dim == self.dim
 
     def _prune(self, param: torch.Tensor, idxs: Sequence[int], dim: int, direction: str) -> torch.Tensor:
-        what = f"prune_{self.NAME}_{direction}_channels(dim={dim}) on {describe_layer(param)}"
+        what = CallLabel(self.NAME, direction, param, f"(dim={dim})")
         if not isinstance(param, torch.Tensor):
             raise PruningError(f"{what}: expected an nn.Parameter or tensor, got {type(param).__name__}")
         if not -param.dim() <= dim < param.dim():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .base import LayerPruner, PruningError, keep_indices, normalize_idxs, slice_tensor
-from .conv import describe_layer
+from .conv import CallLabel
 
 __all__ = ["RNNPruner", "LSTMPruner"]
 
@@ -29,10 +29,10 @@ class RNNPruner(LayerPruner):
     out_channel_dim = -1
     in_channel_dim = -1
 
-    def _what(self, layer: nn.Module, direction: str) -> str:
-        return f"prune_{self.NAME}_{direction}_channels on {describe_layer(layer)}"
+    def _what(self, layer: nn.Module, direction: str) -> CallLabel:
+        return CallLabel(self.NAME, direction, layer)
 
-    def _check(self, layer: nn.Module, what: str) -> None:
+    def _check(self, layer: nn.Module, what: object) -> None:
         if getattr(layer, "proj_size", 0) > 0:
             raise PruningError(
                 f"{what}: LSTMs with proj_size={layer.proj_size} are not supported; exclude this layer "
