@@ -149,6 +149,7 @@ class DependencyGraph:
         self._alive = torch.ones(n, dtype=torch.bool)
         self.version += 1
         self._space_version = [self.version] * len(self.spaces)  # version of each space's last change
+        self._unit_table = torch.full((n,), -1, dtype=torch.long)  # scratch for _unit_of, kept all -1
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
         self._index_all_spaces()
@@ -363,7 +364,8 @@ class DependencyGraph:
             root_comps = elem_comps[start:start + len(root_pos)].tolist()
         else:
             root_comps = []
-        if len(set(root_comps)) == len(root_comps):  # one channel per unit (the usual case)
+        one_per_unit = len(set(root_comps)) == len(root_comps)
+        if one_per_unit:  # one channel per unit (the usual case)
             units_list, unit_comp_list = [[p] for p in root_pos], root_comps
         else:
             units: dict[int, list[int]] = {}
@@ -374,12 +376,16 @@ class DependencyGraph:
         def items() -> list[GroupItem]:  # built when the group is first looked at, not to prune it
             origin: dict[int, tuple[list[int], list[int]]] = {}
             if space_ids and units_list:
-                unit_comps = torch.as_tensor(unit_comp_list, dtype=torch.long)
-                by_comp = torch.argsort(unit_comps)
-                unit_of = by_comp[torch.searchsorted(unit_comps[by_comp], elem_comps).clamp(max=len(units_list) - 1)]
-                first_of = torch.as_tensor([u[0] for u in units_list], dtype=torch.long)[unit_of]
-                for s, f, u in zip(space_ids, torch.split(first_of, counts), torch.split(unit_of, counts)):
-                    origin[s] = (f.tolist(), u.tolist())
+                unit_of = self._unit_of(unit_comp_list, elem_comps)
+                if one_per_unit and root_pos == list(range(len(root_pos))):
+                    # unit k is root position k: each index's root index is its unit
+                    for s, u in zip(space_ids, torch.split(unit_of, counts)):
+                        units_here = u.tolist()
+                        origin[s] = (list(units_here), units_here)
+                else:
+                    first_of = long_tensor([u[0] for u in units_list]).index_select(0, unit_of)
+                    for s, f, u in zip(space_ids, torch.split(first_of, counts), torch.split(unit_of, counts)):
+                        origin[s] = (f.tolist(), u.tolist())
             return self._dependency_items(root, targets, origin)
 
         sensitive = bool(self._comp_sensitive[comps].any())
@@ -388,6 +394,19 @@ class DependencyGraph:
                       is_head_group=bool(self._comp_heads[comps].any()))
         group._comps, group._version, group._layout_data = comps, self.version, layout
         return group
+
+    def _unit_of(self, unit_comps: list[int], elem_comps: torch.Tensor) -> torch.Tensor:
+        """Index in ``unit_comps`` of each element's component (a dense lookup table)."""
+        table = self._unit_table
+        comps = long_tensor(unit_comps)
+        table[comps] = torch.arange(len(unit_comps))
+        try:
+            unit_of = table.index_select(0, elem_comps)
+        finally:
+            table[comps] = -1
+        if bool((unit_of < 0).any()):
+            raise RuntimeError("internal error: a group element belongs to none of the group's units")
+        return unit_of
 
     def _current(self, group: Group) -> Group:
         """``group``, its positions re-derived (in place) if a prune happened since it was made.
