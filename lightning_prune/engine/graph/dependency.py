@@ -138,8 +138,7 @@ class DependencyGraph:
         self._space_index = {sp.key: i for i, sp in enumerate(self.spaces)}
         self._comp = result.table.components()
         self._frozen = int(self._comp[0])
-        self._order = torch.argsort(self._comp, stable=True)
-        self._comp_sorted = self._comp[self._order]
+        self._by_comp: tuple[torch.Tensor, torch.Tensor] | None = None  # see _component_index
         n = result.table.size
         sens = result.table.sensitive_mask()
         self._comp_sensitive = torch.zeros(n, dtype=torch.bool)
@@ -249,16 +248,28 @@ class DependencyGraph:
             )
         return self._group_from(i, comps)
 
+    def _component_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Elements sorted by component, and their components: made on first use.
+
+        Only single-group lookups (``get_pruning_group``, a stale group) need it; a build
+        followed by ``get_all_groups`` never does, and the sort cost a tenth of a build.
+        """
+        if self._by_comp is None:
+            order = torch.argsort(self._comp, stable=True)
+            self._by_comp = (order, self._comp.index_select(0, order))
+        return self._by_comp
+
     def _members(self, comps: torch.Tensor) -> torch.Tensor:
         """Live elements of the given components, via the component-sorted index."""
-        lo = torch.searchsorted(self._comp_sorted, comps)
-        hi = torch.searchsorted(self._comp_sorted, comps, right=True)
+        order, comp_sorted = self._component_index()
+        lo = torch.searchsorted(comp_sorted, comps)
+        hi = torch.searchsorted(comp_sorted, comps, right=True)
         lens = hi - lo
         total = int(lens.sum())
         if total == 0:
             return torch.zeros(0, dtype=torch.long)
         offsets = torch.repeat_interleave(lo - (torch.cumsum(lens, 0) - lens), lens)
-        elems = self._order[torch.arange(total) + offsets]
+        elems = order[torch.arange(total) + offsets]
         return elems[self._alive[elems]]
 
     @one_thread

@@ -109,12 +109,24 @@ def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any],
     """
     if old == new:
         return
+    wanted = _as_set(attributes)
     parts = name.split(".") if name else []
     for k in range(len(parts)):
         anc = modules.get(".".join(parts[:k]))
         if anc is None or id(anc) in pruners:
             continue
-        for attr in attributes:
-            value = anc.__dict__.get(attr)
+        state = anc.__dict__
+        for attr in wanted.intersection(state):  # usually none: containers rarely hold widths
+            value = state[attr]
             if isinstance(value, int) and not isinstance(value, bool) and value == old:
-                anc.__dict__[attr] = new
+                state[attr] = new
+
+
+_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _as_set(attributes: tuple[str, ...]) -> frozenset[str]:
+    found = _SETS.get(attributes)
+    if found is None:
+        found = _SETS[attributes] = frozenset(attributes)
+    return found
