@@ -152,7 +152,7 @@ class MetaPruner:
         self.pruning_ratio_dict = _resolve_ratio_dict(model, pruning_ratio_dict, "pruning_ratio_dict")
         self.head_pruning_ratio_dict = _resolve_ratio_dict(model, head_pruning_ratio_dict, "head_pruning_ratio_dict")
         self.num_heads = _resolve_num_heads(model, num_heads)
-        with single_threaded():
+        with single_threaded(), gc_paused():  # groups are thousands of small lists: no GC passes
             self._setup(model, example_inputs, forward_fn, budgets)
 
     def _setup(self, model: nn.Module, example_inputs: Any, forward_fn: Any, budgets: list) -> None:
