@@ -300,3 +300,23 @@ def test_sub_groups_from_a_layout_match_a_fresh_derivation():
         assert sub._targets == fresh._targets and sub.units == fresh.units
         if k % 2 == 0:
             sub.prune()  # later groups share the concat consumers: their layouts go stale
+
+
+def test_layers_with_their_own_hooks_trace_like_plain_ones():
+    """Units are traced by wrapping forward, or by hooks when the layer has hooks of its
+    own; both ways give the same groups, and the user's hooks still run."""
+    def build(hooked: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+        calls = []
+        if hooked:
+            model[0].register_forward_hook(lambda mod, args, out: calls.append(out.shape))
+            model[3].register_forward_pre_hook(lambda mod, args: calls.append("pre"))
+        DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 8, 8))
+        layout = sorted((g.root_name, len(g), len(g.units)) for g in DG.get_all_groups())
+        return layout, calls, model
+
+    plain, _, _ = build(False)
+    hooked, calls, model = build(True)
+    assert hooked == plain and calls  # same groups; the user's hooks ran during the trace
+    assert "forward" not in model[0].__dict__ and "forward" not in model[2].__dict__  # nothing left behind
