@@ -117,7 +117,10 @@ class DependencyGraph:
         unwrapped = _normalize_unwrapped(model, unwrapped_parameters)
         self.split_mode = split_mode
         tracer = Tracer(model, self.customized_pruners, unwrapped, split_mode)
-        result = tracer.run(example_inputs, forward_fn, output_transform, protect_outputs)
+        try:
+            result = tracer.run(example_inputs, forward_fn, output_transform, protect_outputs)
+        finally:
+            tracer.release()
         ignored = _normalize_unwrapped(model, ignored_params) or {}
         for sp in result.spaces:
             if sp.role == "param" and id(sp.param) in ignored:
@@ -148,7 +151,7 @@ class DependencyGraph:
         self._alive = torch.ones(n, dtype=torch.bool)
         self.version += 1
         self._space_version = [self.version] * len(self.spaces)  # version of each space's last change
-        self._unit_table = torch.full((n,), -1, dtype=torch.long)  # scratch for _unit_of, kept all -1
+        self._unit_table: torch.Tensor | None = None  # scratch for _unit_of (all -1), made on first use
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
         self._index_all_spaces()
@@ -408,6 +411,8 @@ class DependencyGraph:
 
     def _unit_of(self, unit_comps: list[int], elem_comps: torch.Tensor) -> torch.Tensor:
         """Index in ``unit_comps`` of each element's component (a dense lookup table)."""
+        if self._unit_table is None:
+            self._unit_table = torch.full((self._comp.numel(),), -1, dtype=torch.long)
         table = self._unit_table
         comps = long_tensor(unit_comps)
         table[comps] = torch.arange(len(unit_comps))

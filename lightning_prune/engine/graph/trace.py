@@ -229,6 +229,16 @@ class Tracer:
             f"that calls the model."
         ) from err
 
+    def release(self) -> None:
+        """Drop the per-trace state, which refers back to the tracer.
+
+        Without this the trace's labels (hundreds of small tensors) form a reference cycle
+        that only the cyclic GC frees, later and all at once; dropped here, reference
+        counting frees them as soon as the build returns.
+        """
+        self.state.source_labels = None
+        self._stand_in = {}
+
     def _reset(self) -> None:
         self.table = ElementTable()
         self.state = TraceState(self.table)
@@ -259,7 +269,7 @@ class Tracer:
             return self._run_once_in_mode(example_inputs, forward_fn, device)
         finally:
             for m, mode in modes:
-                m.training = mode
+                m.__dict__["training"] = mode  # what Module.train() sets, without __setattr__
 
     device = "meta"
 
