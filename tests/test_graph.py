@@ -320,3 +320,28 @@ def test_layers_with_their_own_hooks_trace_like_plain_ones():
     hooked, calls, model = build(True)
     assert hooked == plain and calls  # same groups; the user's hooks ran during the trace
     assert "forward" not in model[0].__dict__ and "forward" not in model[2].__dict__  # nothing left behind
+
+
+def test_failed_prune_restores_container_width_attributes(monkeypatch):
+    """A container's width attribute (torchvision ViT's hidden_dim) synced during a prune
+    is put back when the prune fails, and recorded when it succeeds."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=16, patch_size=8, num_layers=1, num_heads=2, hidden_dim=8,
+                              mlp_dim=16, num_classes=3).eval()
+    x = torch.randn(1, 3, 16, 16)
+    DG = tp.DependencyGraph().build_dependency(model, x)
+    group = DG.get_pruning_group(model.conv_proj, tp.prune_conv_out_channels, [0, 1])
+    assert group.sensitive  # torchvision's ViT reshapes with self.hidden_dim
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(DG, "dry_run", lambda: "RuntimeError: simulated")
+    with pytest.raises(tp.PruningError, match="simulated"):
+        group.prune()
+    assert model.hidden_dim == 8 and model.conv_proj.out_channels == 8
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    monkeypatch.undo()
+    record = DG.get_pruning_group(model.conv_proj, tp.prune_conv_out_channels, [0, 1]).prune()
+    width = model.conv_proj.out_channels  # 4: a channel goes with its offset in the other head
+    assert width < 8 and model.hidden_dim == width and record["attributes"]["hidden_dim"] == width
+    assert model(x).shape == (1, 3)

@@ -603,8 +603,8 @@ class DependencyGraph:
                     sp = self.spaces[s]
                     if sp.module is not None:
                         sync_ancestor_widths(self._modules, self._pruners, sp.name,
-                                             old_sizes[s], old_sizes[s] - len(pos))
-                self._sync_block_counts(group)
+                                             old_sizes[s], old_sizes[s] - len(pos), journal=snapshot.note)
+                self._sync_block_counts(group, snapshot.note)
             if group.sensitive:
                 err = self.dry_run()
                 if err is not None:
@@ -633,7 +633,7 @@ class DependencyGraph:
             self._space_version[s] = self.version
         return record
 
-    def _sync_block_counts(self, group: Group) -> None:
+    def _sync_block_counts(self, group: Group, journal: Any = None) -> None:
         """Keep ``num_heads`` / ``head_dim``-style attributes of attention modules in sync.
 
         When units span several channels (same offset in every head, or whole heads), the
@@ -648,7 +648,7 @@ class DependencyGraph:
         for s, _ in group._targets:
             sp = self.spaces[s]
             if sp.module is not None:
-                sync_ancestor_widths(self._modules, self._pruners, sp.name, total, total - gone, names)
+                sync_ancestor_widths(self._modules, self._pruners, sp.name, total, total - gone, names, journal)
 
     def _unit_total(self, group: Group) -> int:
         """Units in the whole root layer (prunable or not): the head count or head dim."""

@@ -7,6 +7,7 @@ the model back exactly as it was. Nothing is copied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,17 +42,15 @@ class ModelSnapshot:
                  tensors: list[torch.Tensor], names: dict[int, str] | None = None) -> None:
         if names is None:  # id(module) -> qualified name; the graph passes the one it keeps
             names = {id(m): n for n, m in modules.items()}
+        # The pruned layers and their submodules. Containers above them change only through
+        # sync_ancestor_widths, which reports each write to note() (a journal), so they need
+        # no snapshot of their own: that was two thirds of the snapshot's cost.
         scope: dict[int, tuple[str, nn.Module]] = {}
         for mod in touched:
             for sub in mod.modules():
                 scope[id(sub)] = (names.get(id(sub), ""), sub)
-            name = names.get(id(mod), "")
-            parts = name.split(".") if name else []
-            for k in range(len(parts)):
-                anc = ".".join(parts[:k])
-                if anc in modules:
-                    scope[id(modules[anc])] = (anc, modules[anc])
         self._modules = list(scope.values())
+        self._journal: list[tuple[str, nn.Module, str, Any]] = []
         self._tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         seen: set[int] = set()
         for _, mod in self._modules:
@@ -72,7 +71,13 @@ class ModelSnapshot:
         return {k: v for k, v in mod.__dict__.items()
                 if k not in _MODULE_INTERNALS and (type(v) in plain_types or _primitive(v))}
 
+    def note(self, name: str, module: nn.Module, attr: str, old: Any) -> None:
+        """Record that ``module.attr`` (outside the snapshot) held ``old`` before a write."""
+        self._journal.append((name, module, attr, old))
+
     def restore(self) -> None:
+        for _, mod, attr, old in reversed(self._journal):
+            mod.__dict__[attr] = old
         with torch.no_grad():
             for t, data, grad in self._tensors:
                 t.data = data
@@ -94,6 +99,8 @@ class ModelSnapshot:
             for k, v in now.items():
                 if before.get(k, _MISSING) != v:
                     changes[f"{name}.{k}" if name else k] = v
+        for name, mod, attr, _ in self._journal:
+            changes[f"{name}.{attr}" if name else attr] = mod.__dict__.get(attr)
         return changes
 
 
@@ -101,7 +108,8 @@ _MISSING = object()
 
 
 def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any], name: str,
-                         old: int, new: int, attributes: tuple[str, ...] = WIDTH_ATTRIBUTES) -> None:
+                         old: int, new: int, attributes: tuple[str, ...] = WIDTH_ATTRIBUTES,
+                         journal: Callable[[str, nn.Module, str, Any], None] | None = None) -> None:
     """Update width attributes (``hidden_dim``...) of containers above a pruned layer.
 
     torchvision's ViT, for example, reshapes with ``self.hidden_dim``; a stale value would
@@ -112,13 +120,16 @@ def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any],
     wanted = _as_set(attributes)
     parts = name.split(".") if name else []
     for k in range(len(parts)):
-        anc = modules.get(".".join(parts[:k]))
+        anc_name = ".".join(parts[:k])
+        anc = modules.get(anc_name)
         if anc is None or id(anc) in pruners:
             continue
         state = anc.__dict__
         for attr in wanted.intersection(state):  # usually none: containers rarely hold widths
             value = state[attr]
             if isinstance(value, int) and not isinstance(value, bool) and value == old:
+                if journal is not None:
+                    journal(anc_name, anc, attr, value)
                 state[attr] = new
 
 
