@@ -370,18 +370,29 @@ def _describe(x: Any) -> str:
 
 def _snapshot_attributes(modules: dict[str, nn.Module]) -> list[tuple[nn.Module, dict]]:
     unique = {id(m): m for m in modules.values()}.values()
-    return [(m, {k: v for k, v in m.__dict__.items() if k not in _MODULE_INTERNALS}) for m in unique]
+    return [(m, m.__dict__.copy()) for m in unique]
 
 
 def _restore_attributes(snapshot: list[tuple[nn.Module, dict]]) -> None:
-    """Undo attribute writes a forward made (caches holding meta tensors, counters...)."""
+    """Undo attribute writes a forward made (caches holding meta tensors, counters...).
+
+    Internals (``_parameters``, ``_modules``...) are the same dict objects throughout: the
+    trace changes their contents, which are put back separately.
+    """
     for mod, attrs in snapshot:
         current = mod.__dict__
-        for k in [k for k in current if k not in _MODULE_INTERNALS and k not in attrs]:
+        if len(current) == len(attrs) and _same_values(current, attrs):
+            continue  # the usual case: the forward wrote nothing
+        for k in [k for k in current if k not in attrs]:
             del current[k]
         for k, v in attrs.items():
             if current.get(k, _MISSING) is not v:
                 current[k] = v
+
+
+def _same_values(a: dict, b: dict) -> bool:
+    """Every key of ``b`` holds the identical object in ``a``."""
+    return all(a.get(k, _MISSING) is v for k, v in b.items())
 
 
 _MISSING = object()
