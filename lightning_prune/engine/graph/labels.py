@@ -29,15 +29,21 @@ class ElementTable:
 
     def __init__(self) -> None:
         self.size = 1  # element 0 is FROZEN
+        self._ids = torch.arange(1 << 16, dtype=torch.long)
         self._edges_a: list[torch.Tensor] = []
         self._edges_b: list[torch.Tensor] = []
         self._sensitive: list[torch.Tensor] = []
         self._heads: list[torch.Tensor] = []
 
     def alloc(self, n: int) -> Label:
+        """``n`` new element ids, as a view of one shared ``arange`` (labels are never
+        written in place); a fresh ``torch.arange`` per layer cost a tenth of a small
+        model's trace."""
         start = self.size
         self.size += int(n)
-        return torch.arange(start, start + int(n), dtype=torch.long)
+        if self.size > self._ids.numel():
+            self._ids = torch.arange(max(2 * self._ids.numel(), self.size), dtype=torch.long)
+        return self._ids[start:self.size]
 
     def unify(self, a: Label | None, b: Label | None) -> None:
         """Couple ``a[i]`` with ``b[i]`` for every position ``i``.
