@@ -19,8 +19,6 @@ __all__ = ["long_tensor"]
 
 def long_tensor(values: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
     """``values`` (plain Python ints) as a 1-D ``torch.long`` tensor on ``device``."""
-    if isinstance(values, torch.Tensor):
-        return values.to(device=device, dtype=torch.long) if device is not None else values.long()
     if len(values) == 0:
         return torch.zeros(0, dtype=torch.long, device=device)
     try:

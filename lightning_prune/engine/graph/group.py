@@ -84,7 +84,8 @@ class Group:
 
     def __init__(self, graph: DependencyGraph, items: list[GroupItem] | Callable[[], list[GroupItem]],
                  targets: list[tuple[int, list[int]]], root: int, units: list[list[int]], unit_comps: list[int],
-                 sensitive: bool = False, is_head_group: bool = False) -> None:
+                 sensitive: bool = False, is_head_group: bool = False, identity_units: bool = False,
+                 comps: torch.Tensor | None = None, version: int = 0, layout: tuple | None = None) -> None:
         self._graph = graph
         # A callable builds the items on first use: a pruner step prunes most groups
         # without ever looking at their items (pruning only needs the targets).
@@ -99,12 +100,14 @@ class Group:
         #: Usually one channel per unit; more when a layer ties channels, e.g. the same
         #: offset in every attention head or every group of a grouped conv.
         self.units = units
-        self._identity_units: bool | None = None
-        #: Components of the group's channels and the graph version it was made at (set
-        #: by the graph): positions go stale when another group is pruned, components don't.
-        self._comps: torch.Tensor | None = None
-        self._layout_data: tuple | None = None  # where its elements sit, for sub-groups
-        self._version = graph.version if hasattr(graph, "version") else 0
+        #: Each unit is one root channel and unit ``k`` is channel ``k`` (a full group of a
+        #: plain layer): importance criteria can then skip the unit bookkeeping.
+        self.identity_units = identity_units
+        #: Components of the group's channels and the graph version it was made at:
+        #: positions go stale when another group is pruned, components don't.
+        self._comps = comps
+        self._version = version
+        self._layout_data = layout  # where its elements sit, for sub-groups
 
     @property
     def _items(self) -> list[GroupItem]:
@@ -119,17 +122,7 @@ class Group:
         self._items_or_factory, self._targets = fresh._items_or_factory, fresh._targets
         self._layout_data = fresh._layout_data
         self.units, self._unit_comps, self._version = fresh.units, fresh._unit_comps, fresh._version
-        self._identity_units = None
-
-    @property
-    def identity_units(self) -> bool:
-        """Each unit is one root channel and unit ``k`` is channel ``k`` (a full group of a
-        plain layer): importance criteria can then skip the unit bookkeeping."""
-        if self._identity_units is None:
-            units = self.units
-            self._identity_units = bool(units) and set(map(len, units)) == {1} and [
-                u[0] for u in units] == list(range(len(units)))
-        return self._identity_units
+        self.identity_units = fresh.identity_units
 
     @property
     def root_name(self) -> str:

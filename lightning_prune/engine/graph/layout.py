@@ -176,12 +176,13 @@ class GroupLayouts:
             for c, p in zip(root_comps, root_pos):
                 units.setdefault(c, []).append(p)
             units_list, unit_comp_list = list(units.values()), list(units.keys())
+        identity = one_per_unit and bool(root_pos) and root_pos == list(range(len(root_pos)))
 
         def items() -> list[GroupItem]:  # built when the group is first looked at, not to prune it
             origin: dict[int, tuple[list[int], list[int]]] = {}
             if space_ids and units_list:
                 unit_of = self._unit_of(unit_comp_list, elem_comps)
-                if one_per_unit and root_pos == list(range(len(root_pos))):
+                if identity:
                     # unit k is root position k: each index's root index is its unit
                     for s, u in zip(space_ids, torch.split(unit_of, counts)):
                         units_here = u.tolist()
@@ -193,11 +194,10 @@ class GroupLayouts:
             return self._dependency_items(root, targets, origin)
 
         sensitive = bool(self._comp_sensitive[comps].any())
-        group = Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=units_list,
-                      unit_comps=unit_comp_list, sensitive=sensitive,
-                      is_head_group=bool(self._comp_heads[comps].any()))
-        group._comps, group._version, group._layout_data = comps, self.version, layout
-        return group
+        return Group(self, items, [(s, p) for s, p in targets.items()], root=root, units=units_list,
+                     unit_comps=unit_comp_list, sensitive=sensitive,
+                     is_head_group=bool(self._comp_heads[comps].any()), identity_units=identity,
+                     comps=comps, version=self.version, layout=layout)
 
     def _unit_of(self, unit_comps: list[int], elem_comps: torch.Tensor) -> torch.Tensor:
         """Index in ``unit_comps`` of each element's component (a dense lookup table)."""

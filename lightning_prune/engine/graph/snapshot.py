@@ -117,7 +117,7 @@ def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any],
     """
     if old == new:
         return
-    wanted = _as_set(attributes)
+    wanted = frozenset(attributes)
     parts = name.split(".") if name else []
     for k in range(len(parts)):
         anc_name = ".".join(parts[:k])
@@ -132,12 +132,3 @@ def sync_ancestor_widths(modules: dict[str, nn.Module], pruners: dict[int, Any],
                     journal(anc_name, anc, attr, value)
                 state[attr] = new
 
-
-_SETS: dict[tuple[str, ...], frozenset[str]] = {}
-
-
-def _as_set(attributes: tuple[str, ...]) -> frozenset[str]:
-    found = _SETS.get(attributes)
-    if found is None:
-        found = _SETS[attributes] = frozenset(attributes)
-    return found

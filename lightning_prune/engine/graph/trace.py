@@ -30,7 +30,6 @@ from .labels import ElementTable, Label
 from .ops import apply_rule, op_name
 from .state import TraceState, is_tensor
 
-_MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
 _OWN_FORWARD_UNITS = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
 
 

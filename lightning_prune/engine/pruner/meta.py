@@ -152,6 +152,8 @@ class MetaPruner:
         self.pruning_ratio_dict = _resolve_ratio_dict(model, pruning_ratio_dict, "pruning_ratio_dict")
         self.head_pruning_ratio_dict = _resolve_ratio_dict(model, head_pruning_ratio_dict, "head_pruning_ratio_dict")
         self.num_heads = _resolve_num_heads(model, num_heads)
+        # id(graph) -> (graph, key, groups), see _groups
+        self._group_cache: dict[int, tuple[DependencyGraph, tuple, list[Group]]] = {}
         with single_threaded(), gc_paused():  # groups are thousands of small lists: no GC passes
             self._setup(model, example_inputs, forward_fn, budgets)
 
@@ -185,7 +187,7 @@ class MetaPruner:
         them once per graph version (not once per walk) saves a third of a step.
         """
         key = (graph.version, tuple(map(id, self.ignored_layers)), self.root_module_types)
-        cache: dict[int, tuple] = self.__dict__.setdefault("_group_cache", {})
+        cache = self._group_cache
         hit = cache.get(id(graph))
         if hit is not None and hit[0] is graph and hit[1] == key:
             return list(hit[2])
