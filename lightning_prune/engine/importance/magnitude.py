@@ -16,8 +16,8 @@ from ..threads import for_large
 from .base import GroupImportance, check_p
 from .slices import ChannelSlice, channel_slices
 
-#: Elements per block when summing a weight's powers (2 MB of float32).
-BLOCK = 1 << 19
+#: Elements per block when summing a weight's powers (512 KB of float32: a block's powers stay in cache).
+BLOCK = 1 << 17
 
 __all__ = ["GroupMagnitudeImportance", "GroupNormImportance", "MagnitudeImportance", "SliceImportance"]
 
@@ -129,20 +129,27 @@ class GroupMagnitudeImportance(SliceImportance):
     def _dim_sums(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``sum |w|^p`` per index of dim 0 and per index of dim 1, in float64.
 
-        Works through the weight in blocks of rows of about :data:`BLOCK` elements: the
-        powers of a whole ViT MLP weight are a 9 MB temporary, and fresh memory of that
-        size costs page faults that made whole scoring passes vary by 2x between runs.
+        The weight is read as a 2-D ``[dim 0, everything else]`` matrix, in blocks of
+        rows of about :data:`BLOCK` elements, so each block's powers are still in cache
+        when both its row sums and its column sums read them. Column sums over the
+        flattened ``dim 1 x kernel`` features are folded to dim 1 at the end: reducing a
+        3-D block over dims ``(0, 2)`` directly was 1.6x slower on resnet50 (27 against
+        17 ms for all its weights, one thread), and powers of a whole large weight are a
+        fresh temporary whose page faults made scoring passes vary by 2x between runs.
         """
-        x = tensor.detach().reshape(tensor.shape[0], tensor.shape[1], -1)
-        per_row = max(1, x.shape[1] * x.shape[2])
-        step = max(1, BLOCK // per_row)
+        x = tensor.detach().reshape(tensor.shape[0], -1)
+        step = max(1, BLOCK // max(1, x.shape[1]))
         rows: list[torch.Tensor] = []
         cols = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
         for start in range(0, x.shape[0], step):
             powered = self._powered(x[start:start + step].float())
-            rows.append(powered.sum((1, 2)))
-            cols += powered.sum((0, 2))
-        return torch.cat(rows).double(), cols
+            rows.append(powered.sum(1))
+            cols += powered.sum(0)
+        per_input = x.shape[1] // tensor.shape[1] if tensor.shape[1] else 1
+        if per_input > 1:
+            cols = cols.view(tensor.shape[1], per_input).sum(1)
+        row_sums = rows[0] if len(rows) == 1 else torch.cat(rows) if rows else x.new_zeros(0)
+        return row_sums.double(), cols
 
     def _powered(self, values: torch.Tensor) -> torch.Tensor:
         return values * values if self.p == 2 else values.abs().pow(self.p)
