@@ -140,8 +140,9 @@ class GroupLayouts:
         chosen[comps] = True
         mask = chosen.index_select(0, elem_comps)  # torch.isin sorts: 5x slower here
         segment = torch.repeat_interleave(torch.arange(len(space_ids)), torch.as_tensor(counts, dtype=torch.long))
-        new_counts = torch.bincount(segment[mask], minlength=len(space_ids)).tolist()
-        sub_pos = pos[mask]
+        chosen_at = mask.nonzero().view(-1)  # index_select beats boolean-mask indexing on CPU
+        new_counts = torch.bincount(segment.index_select(0, chosen_at), minlength=len(space_ids)).tolist()
+        sub_pos = pos.index_select(0, chosen_at)
         pos_list = sub_pos.tolist()
         targets: dict[int, list[int]] = {}
         sub_spaces, sub_counts = [], []
@@ -152,7 +153,7 @@ class GroupLayouts:
                 sub_spaces.append(space)
                 sub_counts.append(c)
                 offset += c
-        return targets, sub_spaces, sub_counts, elem_comps[mask], sub_pos
+        return targets, sub_spaces, sub_counts, elem_comps.index_select(0, chosen_at), sub_pos
 
     def _unchanged_since(self, version: int, space_ids: list[int]) -> bool:
         """No prune since ``version`` touched any of these spaces."""

@@ -62,13 +62,16 @@ class ModelSnapshot:
             if id(t) not in seen:
                 seen.add(id(t))
                 self._tensors.append((t, t.data, t.grad))
-        self._attrs = [(name, mod, self._plain(mod)) for name, mod in self._modules]
+        # a shallow copy of each __dict__ (one C-level copy); plain values are picked out
+        # only where needed: on restore, and for the few entries a prune replaced
+        self._attrs = [(name, mod, mod.__dict__.copy()) for name, mod in self._modules]
         self._slots = [(mod, dict(mod._parameters), dict(mod._buffers)) for _, mod in self._modules]
 
     @staticmethod
-    def _plain(mod: nn.Module) -> dict[str, Any]:
+    def _plain(state: dict[str, Any]) -> dict[str, Any]:
+        """The plain (primitive-valued) attributes of a module ``__dict__``."""
         plain_types = _PLAIN_TYPES
-        return {k: v for k, v in mod.__dict__.items()
+        return {k: v for k, v in state.items()
                 if k not in _MODULE_INTERNALS and (type(v) in plain_types or _primitive(v))}
 
     def note(self, name: str, module: nn.Module, attr: str, old: Any) -> None:
@@ -82,9 +85,8 @@ class ModelSnapshot:
             for t, data, grad in self._tensors:
                 t.data = data
                 t.grad = grad
-        for _, mod, attrs in self._attrs:
-            for k, v in attrs.items():
-                mod.__dict__[k] = v
+        for _, mod, before in self._attrs:
+            mod.__dict__.update(self._plain(before))
         for mod, params, buffers in self._slots:
             mod._parameters.clear()
             mod._parameters.update(params)
@@ -94,10 +96,13 @@ class ModelSnapshot:
     def attribute_changes(self) -> dict[str, Any]:
         """``{"module.attr": new_value}`` for every plain attribute the prune changed."""
         changes: dict[str, Any] = {}
+        plain_types = _PLAIN_TYPES
         for name, mod, before in self._attrs:
-            now = self._plain(mod)
-            for k, v in now.items():
-                if before.get(k, _MISSING) != v:
+            for k, v in mod.__dict__.items():
+                old = before.get(k, _MISSING)
+                if old is v or k in _MODULE_INTERNALS or not (type(v) in plain_types or _primitive(v)):
+                    continue
+                if old is _MISSING or not (type(old) in plain_types or _primitive(old)) or old != v:
                     changes[f"{name}.{k}" if name else k] = v
         for name, mod, attr, _ in self._journal:
             changes[f"{name}.{attr}" if name else attr] = mod.__dict__.get(attr)
