@@ -280,6 +280,7 @@ class Tracer:
         inputs = pytree.tree_map(lambda x: _stand_in(x, device, clone=False) if is_tensor(x) else x,
                                  example_inputs)
         handles = []
+        wrapped: list[nn.Module] = []  # modules given a traced forward (none had its own)
         snapshot = _snapshot_attributes(self.modules)
         try:
             for slots, key, _, new, _ in swaps:
@@ -292,6 +293,7 @@ class Tracer:
                     # no hooks of its own: wrap forward instead of adding two hooks, so the
                     # call keeps torch's hook-free fast path (a fifth of a small model's trace)
                     mod.__dict__["forward"] = self._traced(mod, fast if fast is not None else mod.forward)
+                    wrapped.append(mod)
                     continue
                 handles.append(mod.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
                 handles.append(mod.register_forward_hook(self._post_hook, with_kwargs=True))
@@ -310,7 +312,9 @@ class Tracer:
                 slots[key] = old
             for h in handles:
                 h.remove()
-            _restore_attributes(snapshot)  # also drops the shape-only forwards
+            for mod in wrapped:  # dropped here, so most modules pass the restore's quick check
+                mod.__dict__.pop("forward", None)
+            _restore_attributes(snapshot)  # also drops the other shape-only forwards
         return out
 
 
