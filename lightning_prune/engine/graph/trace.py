@@ -414,8 +414,12 @@ def _restore_attributes(snapshot: list[tuple[nn.Module, dict]]) -> None:
 
 
 def _same_values(a: dict, b: dict) -> bool:
-    """Every key of ``b`` holds the identical object in ``a``."""
-    return all(a.get(k, _MISSING) is v for k, v in b.items())
+    """``a`` and ``b`` hold the same keys, each with the identical object.
+
+    Compared as lists of ids, in C: a per-key generator was most of the restore's cost
+    (the snapshot holds every old value, so equal ids mean identical objects).
+    """
+    return a.keys() == b.keys() and list(map(id, a.values())) == list(map(id, b.values()))
 
 
 _MISSING = object()
