@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import torch
 import torchvision.models as tvm
-from graph_build import torch_pruning_or_none  # sibling script, same directory
+from graph_build import long_lived_frozen, torch_pruning_or_none  # sibling script, same directory
 from torch import nn
 
 import lightning_prune.engine as lp
@@ -71,19 +71,20 @@ def time_runs(make: Callable, base: nn.Module, x: torch.Tensor, repeats: int) ->
     prunes. Every run works on a fresh ``copy.deepcopy(base)`` made outside the timed region.
     """
     builds, steps = [], []
-    for run in range(repeats + 1):
-        model = copy.deepcopy(base)
-        build, step = make(model, x)
-        gc.collect()
-        t0 = time.perf_counter()
-        pruner = build()
-        t1 = time.perf_counter()
-        step(pruner)
-        t2 = time.perf_counter()
-        if run:  # run 0 is the warm-up
-            builds.append(t1 - t0)
-            steps.append(t2 - t1)
-        del pruner
+    with long_lived_frozen():  # see graph_build.long_lived_frozen
+        for run in range(repeats + 1):
+            model = copy.deepcopy(base)
+            build, step = make(model, x)
+            gc.collect()
+            t0 = time.perf_counter()
+            pruner = build()
+            t1 = time.perf_counter()
+            step(pruner)
+            t2 = time.perf_counter()
+            if run:  # run 0 is the warm-up
+                builds.append(t1 - t0)
+                steps.append(t2 - t1)
+            del pruner
     return 1000 * statistics.median(builds), 1000 * statistics.median(steps), model
 
 

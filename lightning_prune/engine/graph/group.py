@@ -63,11 +63,16 @@ class Idxs(list):
 
     root_idxs: list[int]
     units: list[int]
+    #: The values are strictly increasing. The graph's items always are (it lists the
+    #: channels of a layer in order); criteria use it to recognise "every channel".
+    ordered: bool
 
-    def __init__(self, values: list[int], root_idxs: list[int] | None = None, units: list[int] | None = None):
+    def __init__(self, values: list[int], root_idxs: list[int] | None = None, units: list[int] | None = None,
+                 ordered: bool = False):
         super().__init__(values)
         self.root_idxs = list(root_idxs) if root_idxs is not None else list(values)
         self.units = list(units) if units is not None else list(range(len(values)))
+        self.ordered = ordered
 
 
 class GroupItem(NamedTuple):

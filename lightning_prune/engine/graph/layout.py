@@ -264,7 +264,7 @@ class GroupLayouts:
         for s in targets:
             by_name.setdefault(self.spaces[s].name, []).append(s)
         items = [GroupItem(Dependency(self._handler(root), self._handler(root), self._node(root),
-                                      self._node(root)), Idxs(targets.get(root, []), *origin.get(root, ([], []))))]
+                                      self._node(root)), Idxs(targets.get(root, []), *origin.get(root, ([], [])), ordered=True))]
         seen = {root}
         adjacency = self._adjacency
         queue = [root]
@@ -285,4 +285,4 @@ class GroupLayouts:
     def _item(self, src: int, dst: int, targets: dict[int, list[int]],
               origin: dict[int, tuple[list[int], list[int]]]) -> GroupItem:
         dep = Dependency(self._handler(src), self._handler(dst), self._node(src), self._node(dst))
-        return GroupItem(dep, Idxs(targets[dst], *origin[dst]))
+        return GroupItem(dep, Idxs(targets[dst], *origin[dst], ordered=True))

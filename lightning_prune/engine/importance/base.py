@@ -110,10 +110,14 @@ class RootMap:
     """
 
     def __init__(self, group: Any) -> None:
-        root = list(group[0].idxs) if len(group) else []
-        self.size = len(root)
+        root_idxs = group[0].idxs if len(group) else []
+        root = list(root_idxs)
+        self.size = n = len(root)
         self._plan_cache: list[tuple[list[int], Any]] = []
-        if getattr(group, "identity_units", False) and root == list(range(self.size)):
+        # strictly increasing from 0 to n-1 is exactly 0..n-1 (no list comparison needed)
+        in_order = (getattr(root_idxs, "ordered", False) and n > 0 and root[0] == 0 and root[-1] == n - 1) or (
+            root == list(range(n)))
+        if getattr(group, "identity_units", False) and in_order:
             # the usual full group: unit k is root index k, at position k
             positions = torch.arange(self.size)
             self._lookup = positions
@@ -189,11 +193,10 @@ class RootMap:
             ``(scores, hit)``: float64 ``[size]`` and bool ``[size]``.
         """
         local = local.detach().reshape(-1).to("cpu", torch.float64)
-        scores = torch.zeros(self.size, dtype=torch.float64)
-        hit = torch.zeros(self.size, dtype=torch.bool)
         units = getattr(idxs, "units", None)
         if self._identity_units is not None and units == self._identity_units and local.numel() == self.size:
             return local.clone(), torch.ones(self.size, dtype=torch.bool)
+        scores = torch.zeros(self.size, dtype=torch.float64)
         n_units = self.unit_sizes.numel()
         if units is not None and len(units) == local.numel():
             plan = self._one_to_one_plan(units)
@@ -201,6 +204,7 @@ class RootMap:
                 take, pos, touched = plan
                 scores.index_add_(0, pos, local if take is None else local[take])
                 return scores, touched.clone()
+        hit = torch.zeros(self.size, dtype=torch.bool)
         if units is None or len(units) != local.numel():
             pos = self.positions(list(idxs))
             ok = pos >= 0

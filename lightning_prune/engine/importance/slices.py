@@ -47,7 +47,8 @@ class ChannelSlice:
         view: maps ``tensor`` (or anything of its shape: its grad, a statistic) to a 2-D
             matrix ``[rows, features]``.
         rows: ``LongTensor[n, r]``; each channel owns ``r`` rows (3 for the packed q/k/v
-            of attention, one per gate for an LSTM, usually 1).
+            of attention, one per gate for an LSTM, usually 1). Read-only: it may be the
+            shared :func:`full_rows` tensor.
         exclude: optional ``LongTensor[n, q]`` of positions in channel ``k``'s gathered
             ``r * features`` values to leave out. A layer whose channel owns both a row
             and a column of one matrix (attention, recurrent weights) lists the crossing
@@ -71,7 +72,9 @@ class ChannelSlice:
         rows = self.rows.to(matrix.device)
         n = rows.shape[0]
         flat = rows.reshape(-1)
-        if flat.numel() == matrix.shape[0] and bool((flat == torch.arange(flat.numel(), device=flat.device)).all()):
+        in_order = flat.numel() == matrix.shape[0] and (
+            _is_full_rows(rows) or bool((flat == torch.arange(flat.numel(), device=flat.device)).all()))
+        if in_order:
             values = matrix.reshape(n, -1).float()  # every row, in order: no copy (may be strided)
         else:
             values = matrix.index_select(0, flat).reshape(n, -1).float()
@@ -89,6 +92,8 @@ class ChannelSlice:
         rows, dim = self.rows, self.dim
         if dim is None or rows.dim() != 2 or rows.shape[1] != 1 or rows.shape[0] != self.tensor.shape[dim]:
             return False
+        if _is_full_rows(rows):
+            return True
         return bool((rows.reshape(-1) == torch.arange(rows.shape[0], device=rows.device)).all())
 
     def matrix(self, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,9 +127,33 @@ def grouped(groups: int) -> View:
     return view
 
 
+_FULL_ROWS: dict[int, torch.Tensor] = {}
+
+
+def full_rows(n: int) -> torch.Tensor:
+    """``[n, 1]`` rows ``0..n-1``, one shared tensor per ``n`` (read it, never write it).
+
+    An item that lists every channel of its layer in order (most items of a full group)
+    gets this tensor, so scoring it needs neither the conversion of its index list nor
+    a comparison with ``arange`` to see that it covers the whole weight.
+    """
+    rows = _FULL_ROWS.get(n)
+    if rows is None:
+        rows = _FULL_ROWS[n] = torch.arange(n).reshape(n, 1)
+    return rows
+
+
+def _is_full_rows(rows: torch.Tensor) -> bool:
+    return rows.dim() == 2 and rows is _FULL_ROWS.get(rows.shape[0])
+
+
 def _rows(idxs: Sequence[int], offsets: Sequence[int] = (0,)) -> torch.Tensor:
     """``[n, len(offsets)]`` rows ``offset + i`` for every ``i`` in ``idxs``."""
-    base = long_tensor(list(idxs)).reshape(-1, 1)
+    n = len(idxs)
+    if getattr(idxs, "ordered", False) and n and idxs[0] == 0 and idxs[-1] == n - 1:
+        base = full_rows(n)  # strictly increasing from 0 to n-1: exactly 0..n-1
+    else:
+        base = long_tensor(idxs).reshape(-1, 1)
     if len(offsets) == 1 and offsets[0] == 0:
         return base
     return base + long_tensor(list(offsets)).reshape(1, -1)
