@@ -96,6 +96,33 @@ def test_build_restores_mode_and_does_not_touch_the_model():
     assert all("forward" not in vars(m) for m in model.modules())
 
 
+class _WritesAttributes(nn.Module):
+    """A forward that counts calls, caches its input and adds an attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.calls = 0
+        self.cache = None
+
+    def forward(self, x):
+        self.calls += 1
+        self.cache = x
+        self.bn.last_input_shape = tuple(x.shape)  # written on a traced unit's owner
+        return self.bn(self.conv(x))
+
+
+def test_build_undoes_attribute_writes_of_the_forward():
+    model = _WritesAttributes()
+    keys = {id(m): set(vars(m)) for m in model.modules()}
+    tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 8, 8))
+    assert model.calls == 0 and model.cache is None
+    assert {id(m): set(vars(m)) for m in model.modules()} == keys  # nothing added, no forward left behind
+    model(torch.randn(1, 3, 8, 8))
+    assert model.calls == 1 and model.cache.device.type == "cpu"
+
+
 def test_build_inside_a_training_loop_keeps_parameters_and_optimizer_valid():
     model = resnet18(num_classes=10)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)  # stateless: slicing state is the callback's job
