@@ -157,7 +157,7 @@ class DependencyGraph(GroupLayouts):
         ]
 
     def _index_all_spaces(self) -> None:
-        """:meth:`_index_space` for every space at once (one vectorized pass)."""
+        """Record each element's space and position in it, for every space in one vectorized pass."""
         if not self.spaces:
             return
         sizes = torch.as_tensor([sp.elems.numel() for sp in self.spaces], dtype=torch.long)
@@ -166,11 +166,6 @@ class DependencyGraph(GroupLayouts):
         # index_copy_, not t[elems] = ...: half the time of advanced-index assignment
         self._elem_space.index_copy_(0, elems, torch.repeat_interleave(torch.arange(len(self.spaces)), sizes))
         self._elem_pos.index_copy_(0, elems, torch.arange(elems.numel()) - torch.repeat_interleave(starts, sizes))
-
-    def _index_space(self, i: int) -> None:
-        elems = self.spaces[i].elems
-        self._elem_space.index_fill_(0, elems, i)
-        self._elem_pos.index_copy_(0, elems, torch.arange(elems.numel()))
 
     def _require_built(self) -> None:
         if self.model is None:

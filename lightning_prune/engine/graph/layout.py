@@ -263,8 +263,7 @@ class GroupLayouts:
         by_name: dict[str, list[int]] = {}
         for s in targets:
             by_name.setdefault(self.spaces[s].name, []).append(s)
-        items = [GroupItem(Dependency(self._handler(root), self._handler(root), self._node(root),
-                                      self._node(root)), Idxs(targets.get(root, []), *origin.get(root, ([], [])), ordered=True))]
+        items = [self._item(root, root, targets, origin)]
         seen = {root}
         adjacency = self._adjacency
         queue = [root]
@@ -284,5 +283,6 @@ class GroupLayouts:
 
     def _item(self, src: int, dst: int, targets: dict[int, list[int]],
               origin: dict[int, tuple[list[int], list[int]]]) -> GroupItem:
+        """``src => dst``; ``dst`` may remove nothing (a root whose channels are all gone)."""
         dep = Dependency(self._handler(src), self._handler(dst), self._node(src), self._node(dst))
-        return GroupItem(dep, Idxs(targets[dst], *origin[dst], ordered=True))
+        return GroupItem(dep, Idxs(targets.get(dst, []), *origin.get(dst, ([], [])), ordered=True))

@@ -30,6 +30,8 @@ HEAD_DIM_ATTRIBUTES = ("head_dim", "dim_head", "attention_head_size", "head_size
 
 
 def _primitive(value: Any) -> bool:
+    if type(value) in _PLAIN_TYPES:  # the common case, without an isinstance walk
+        return True
     if isinstance(value, _PRIMITIVE):
         return True
     return isinstance(value, tuple | list) and all(isinstance(v, _PRIMITIVE) for v in value)
@@ -70,9 +72,7 @@ class ModelSnapshot:
     @staticmethod
     def _plain(state: dict[str, Any]) -> dict[str, Any]:
         """The plain (primitive-valued) attributes of a module ``__dict__``."""
-        plain_types = _PLAIN_TYPES
-        return {k: v for k, v in state.items()
-                if k not in _MODULE_INTERNALS and (type(v) in plain_types or _primitive(v))}
+        return {k: v for k, v in state.items() if k not in _MODULE_INTERNALS and _primitive(v)}
 
     def note(self, name: str, module: nn.Module, attr: str, old: Any) -> None:
         """Record that ``module.attr`` (outside the snapshot) held ``old`` before a write."""
@@ -96,13 +96,12 @@ class ModelSnapshot:
     def attribute_changes(self) -> dict[str, Any]:
         """``{"module.attr": new_value}`` for every plain attribute the prune changed."""
         changes: dict[str, Any] = {}
-        plain_types = _PLAIN_TYPES
         for name, mod, before in self._attrs:
             for k, v in mod.__dict__.items():
-                old = before.get(k, _MISSING)
-                if old is v or k in _MODULE_INTERNALS or not (type(v) in plain_types or _primitive(v)):
+                old = before.get(k, _MISSING)  # _MISSING is not primitive: a new attribute counts
+                if old is v or k in _MODULE_INTERNALS or not _primitive(v):
                     continue
-                if old is _MISSING or not (type(old) in plain_types or _primitive(old)) or old != v:
+                if not _primitive(old) or old != v:
                     changes[f"{name}.{k}" if name else k] = v
         for name, mod, attr, _ in self._journal:
             changes[f"{name}.{attr}" if name else attr] = mod.__dict__.get(attr)

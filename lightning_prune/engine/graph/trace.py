@@ -183,21 +183,12 @@ class Tracer:
             with torch._C.DisableTorchFunction():
                 layer_rules.apply_module_rule(self, module, name, self.pruners[id(module)], args, kwargs, output)
 
-    def _traced(self, module: nn.Module, forward: Callable, shape_only: bool) -> Callable:
-        """``forward`` with the work of :meth:`_pre_hook` and :meth:`_post_hook` around it.
-
-        A ``shape_only`` forward (:mod:`.fast_meta`) is our own arithmetic on shapes: it
-        runs with the recorder off, since every ``.shape`` it reads would otherwise be an
-        intercepted call (about 5 per layer, a seventh of a MobileNet build).
-        """
+    def _traced(self, module: nn.Module, forward: Callable) -> Callable:
+        """``forward`` with the work of :meth:`_pre_hook` and :meth:`_post_hook` around it."""
 
         def traced(*args: Any, **kwargs: Any) -> Any:
             self.depth += 1
-            if shape_only:
-                with torch._C.DisableTorchFunction():
-                    output = forward(*args, **kwargs)
-            else:
-                output = forward(*args, **kwargs)
+            output = forward(*args, **kwargs)
             self._post_hook(module, args, kwargs, output)
             return output
 
@@ -302,8 +293,7 @@ class Tracer:
                 if "forward" not in mod.__dict__ and not (mod._forward_hooks or mod._forward_pre_hooks):
                     # no hooks of its own: wrap forward instead of adding two hooks, so the
                     # call keeps torch's hook-free fast path (a fifth of a small model's trace)
-                    mod.__dict__["forward"] = self._traced(mod, fast if fast is not None else mod.forward,
-                                                           shape_only=fast is not None)
+                    mod.__dict__["forward"] = self._traced(mod, _unrecorded(fast) if fast is not None else mod.forward)
                     wrapped.append(mod)
                     continue
                 handles.append(mod.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
@@ -366,7 +356,11 @@ def _stand_in_swaps(modules: dict[str, nn.Module], device: str) -> list[tuple[di
 
 
 def _unrecorded(forward: Callable) -> Callable:
-    """``forward`` run with the recorder off (see :meth:`Tracer._traced`)."""
+    """A shape-only ``forward`` (:mod:`.fast_meta`) run with the recorder off.
+
+    It is our own arithmetic on shapes: recorded, every ``.shape`` it reads would be an
+    intercepted call (about 5 per layer, a seventh of a MobileNet build).
+    """
 
     def shape_only(*args: Any, **kwargs: Any) -> Any:
         with torch._C.DisableTorchFunction():
@@ -405,7 +399,7 @@ def _restore_attributes(snapshot: list[tuple[nn.Module, dict]]) -> None:
     """
     for mod, attrs in snapshot:
         current = mod.__dict__
-        if len(current) == len(attrs) and _same_values(current, attrs):
+        if _same_values(current, attrs):
             continue  # the usual case: the forward wrote nothing
         for k in [k for k in current if k not in attrs]:
             del current[k]

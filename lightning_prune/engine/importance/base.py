@@ -110,14 +110,10 @@ class RootMap:
     """
 
     def __init__(self, group: Any) -> None:
-        root_idxs = group[0].idxs if len(group) else []
-        root = list(root_idxs)
-        self.size = n = len(root)
+        root = list(group[0].idxs) if len(group) else []
+        self.size = len(root)
         self._plan_cache: list[tuple[list[int], Any]] = []
-        # strictly increasing from 0 to n-1 is exactly 0..n-1 (no list comparison needed)
-        in_order = (getattr(root_idxs, "ordered", False) and n > 0 and root[0] == 0 and root[-1] == n - 1) or (
-            root == list(range(n)))
-        if getattr(group, "identity_units", False) and in_order:
+        if getattr(group, "identity_units", False):  # the graph sets it only when root == 0..n-1
             # the usual full group: unit k is root index k, at position k
             positions = torch.arange(self.size)
             self._lookup = positions

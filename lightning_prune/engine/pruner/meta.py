@@ -342,7 +342,7 @@ class MetaPruner:
     def _score_plans(self, graph: DependencyGraph, default_ratio: float,
                      scores: dict[str, torch.Tensor] | None) -> list[GroupPlan]:
         plans = []
-        for g in list(self._groups(graph)):
+        for g in self._groups(graph):
             if not self.prune_head_dims and g.is_head_group:
                 continue
             name = self._root_name(g)
