@@ -10,11 +10,12 @@ adds up over the hundreds of conversions of one pruner step.
 from __future__ import annotations
 
 import array
+import itertools
 from collections.abc import Sequence
 
 import torch
 
-__all__ = ["long_tensor"]
+__all__ = ["KeptIdxs", "SortedIdxs", "long_tensor"]
 
 
 def long_tensor(values: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
@@ -28,3 +29,47 @@ def long_tensor(values: Sequence[int], device: torch.device | str | None = None)
     # frombuffer shares the array's memory and keeps it alive; clone-free on CPU
     out = torch.frombuffer(packed, dtype=torch.long)
     return out if device is None or torch.device(device).type == "cpu" else out.to(device)
+
+
+class SortedIdxs(list):
+    """Indices to remove that are already sorted and unique, as the dependency graph makes them.
+
+    One group prunes the same positions from many tensors: a conv's weight and bias, the
+    four tensors of the BatchNorm after it, the next conv's input. With a plain list, every
+    layer pruner would sort and deduplicate it, work out the kept indices and turn them
+    into a tensor again; this list does that once per size and hands out the same
+    :class:`KeptIdxs` (about 7 ms of a ResNet-50 step). It is only given to the built-in
+    layer pruners, which never mutate their ``idxs``; custom pruners get plain lists.
+    """
+
+    __slots__ = ("_kept",)
+
+    def kept(self, size: int) -> KeptIdxs:
+        """``range(size)`` without these indices, computed once per ``size``."""
+        try:
+            memo = self._kept
+        except AttributeError:
+            memo = self._kept = {}
+        out = memo.get(size)
+        if out is None:
+            mask = bytearray(b"\x01") * size
+            for i in self:
+                mask[i] = 0
+            out = memo[size] = KeptIdxs(itertools.compress(range(size), mask))
+        return out
+
+
+class KeptIdxs(list):
+    """Kept indices (sorted, unique, plain ints) that remember their ``LongTensor`` per device."""
+
+    __slots__ = ("_tensors",)
+
+    def tensor(self, device: torch.device) -> torch.Tensor:
+        try:
+            memo = self._tensors
+        except AttributeError:
+            memo = self._tensors = {}
+        out = memo.get(device)
+        if out is None:
+            out = memo[device] = long_tensor(self, device)
+        return out

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..indices import long_tensor
+from ..indices import SortedIdxs, long_tensor
 from ..pruning import get_layer_pruner
 from ..pruning.base import PruningError
 from ..records import recording, tensor_names
@@ -438,15 +438,29 @@ class DependencyGraph(GroupLayouts):
         return {"tensors": zeroed, "attributes": {}}
 
     def _calls(self, group: Group) -> list[tuple[Any, Any, list[int]]]:
+        """``(handler, target, idxs)`` for every layer the group prunes, in order.
+
+        Built-in pruners get one shared :class:`SortedIdxs` per distinct position list, so
+        the kept indices are worked out once for all the layers that lose the same
+        channels; custom pruners get a plain list of their own.
+        """
         calls = []
         targets = dict(group._targets)
+        shared: dict[tuple[int, ...], SortedIdxs] = {}
         for s, pos in group._targets:
             sp = self.spaces[s]
             if sp.role == "in":
                 out_key = ("module", sp.name, "out")
                 if out_key in self._space_index and self._space_index[out_key] in targets and _prunes_both(sp.module):
                     continue  # e.g. depthwise conv: pruning outputs already removed these inputs
-            calls.append((self._handler(s), sp.param if sp.role == "param" else sp.module, list(pos)))
+            if sp.role == "param" or _is_builtin(sp.pruner):
+                key = tuple(pos)
+                idxs = shared.get(key)
+                if idxs is None:
+                    idxs = shared[key] = SortedIdxs(pos)
+            else:
+                idxs = list(pos)
+            calls.append((self._handler(s), sp.param if sp.role == "param" else sp.module, idxs))
         return calls
 
     @one_thread
@@ -464,6 +478,14 @@ class DependencyGraph(GroupLayouts):
         except Exception as err:  # noqa: BLE001 - reported to the caller
             return f"{type(err).__name__}: {err}"
         return None
+
+
+def _is_builtin(pruner: Any) -> bool:
+    """A pruner of this package (they never mutate their ``idxs``), not a user's."""
+    return type(pruner).__module__.startswith(_PRUNING_PACKAGE)
+
+
+_PRUNING_PACKAGE = get_layer_pruner.__module__  # lightning_prune.engine.pruning
 
 
 def _prunes_both(module: nn.Module) -> bool:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..indices import long_tensor
+from ..indices import KeptIdxs, SortedIdxs, long_tensor
 from ..records import active_recorders
 from ..threads import for_large
 
@@ -44,8 +44,13 @@ def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: object) 
     """Validate and sort indices to remove from a dim of ``size`` elements.
 
     Raises :class:`PruningError` for out-of-range, non-integer or all-removing indices.
-    Duplicates are merged (removing a channel twice means removing it once).
+    Duplicates are merged (removing a channel twice means removing it once). A
+    :class:`~lightning_prune.engine.indices.SortedIdxs` is already sorted and unique: it
+    is only range-checked, and returned as is so its kept indices are shared.
     """
+    if type(idxs) is SortedIdxs:
+        _check_range(idxs, size, what)
+        return idxs
     if isinstance(idxs, torch.Tensor):
         if idxs.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
             raise PruningError(f"{what}: idxs must be integers, got a {idxs.dtype} tensor")
@@ -53,15 +58,20 @@ def normalize_idxs(idxs: Sequence[int] | torch.Tensor, size: int, what: object) 
     if set(map(type, idxs)) - {int}:  # plain ints, the common case, need no conversion
         idxs = [_as_index(i, what) for i in idxs]
     out = sorted(set(idxs))
-    if out and (out[0] < 0 or out[-1] >= size):
-        bad = out[0] if out[0] < 0 else out[-1]
+    _check_range(out, size, what)
+    return out
+
+
+def _check_range(remove: list[int], size: int, what: object) -> None:
+    """``remove`` (sorted, unique) lies in ``[0, size)`` and leaves at least one channel."""
+    if remove and (remove[0] < 0 or remove[-1] >= size):
+        bad = remove[0] if remove[0] < 0 else remove[-1]
         raise PruningError(f"{what}: index {bad} is out of range for {size} channels; pass indices in [0, {size})")
-    if len(out) >= size and size > 0:
+    if len(remove) >= size and size > 0:
         raise PruningError(
             f"{what}: removing all {size} channels would leave zero; remove fewer channels "
             f"or exclude this layer with ignored_layers"
         )
-    return out
 
 
 def _as_index(i: object, what: object) -> int:
@@ -79,6 +89,8 @@ def _as_index(i: object, what: object) -> int:
 
 def keep_indices(size: int, remove: Sequence[int]) -> list[int]:
     """``range(size)`` without ``remove`` (valid indices), in order."""
+    if type(remove) is SortedIdxs:
+        return remove.kept(size)
     mask = bytearray(b"\x01") * size
     for i in remove:
         mask[i] = 0
@@ -95,12 +107,18 @@ def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> 
     if tensor is None:
         return
     dim = dim % tensor.dim()
-    keep = keep.tolist() if isinstance(keep, torch.Tensor) else list(keep)
-    if keep and not (type(keep[0]) is int and type(keep[-1]) is int):
-        keep = [int(i) for i in keep]  # numpy ints and the like (lists are homogeneous): records hold plain ints
+    if type(keep) is KeptIdxs:  # shared by the tensors of one prune: one index tensor for all
+        index = keep.tensor(tensor.device)
+        keep = list(keep)  # records hold plain lists
+    else:
+        keep = keep.tolist() if isinstance(keep, torch.Tensor) else list(keep)
+        if keep and not (type(keep[0]) is int and type(keep[-1]) is int):
+            keep = [int(i) for i in keep]  # numpy ints and the like (lists are homogeneous): records hold plain ints
+        index = None
     if len(keep) == tensor.shape[dim] and keep == list(range(tensor.shape[dim])):
         return
-    index = long_tensor(keep, tensor.device)
+    if index is None:
+        index = long_tensor(keep, tensor.device)
     with torch.no_grad(), for_large(tensor.numel()):
         new = torch.index_select(tensor.data, dim, index).contiguous()
         tensor.data = new
