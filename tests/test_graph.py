@@ -329,6 +329,25 @@ def test_sub_groups_from_a_layout_match_a_fresh_derivation():
             sub.prune()  # later groups share the concat consumers: their layouts go stale
 
 
+def test_all_groups_are_the_same_with_and_without_the_in_order_fast_path():
+    """get_all_groups skips sorting by position when element ids run in (space, position)
+    order, which pruning must preserve; the general sort must give the same groups."""
+    torch.manual_seed(0)
+    model = torchvision.models.densenet121(weights=None).features[:5].eval()
+    DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 32, 32))
+    for _ in range(2):
+        live = (DG._elem_space >= 0) & DG._alive
+        key = (DG._elem_space * (int(DG._elem_pos.max()) + 1) + DG._elem_pos)[live]
+        assert DG._elems_in_order and bool((key[1:] > key[:-1]).all())  # the invariant itself
+        fast = [(g._root, g._targets, g.units) for g in DG.get_all_groups()]
+        DG._elems_in_order = False
+        slow = [(g._root, g._targets, g.units) for g in DG.get_all_groups()]
+        DG._elems_in_order = True
+        assert fast == slow and len(fast) > 3
+        for group in list(DG.get_all_groups())[::2]:  # prune some, then compare again
+            DG.group_for_units(group, list(range(0, len(group.units), 3))).prune()
+
+
 def test_layers_with_their_own_hooks_trace_like_plain_ones():
     """Units are traced by wrapping forward, or by hooks when the layer has hooks of its
     own; both ways give the same groups, and the user's hooks still run."""

@@ -142,6 +142,7 @@ class DependencyGraph(GroupLayouts):
         self._unit_table: torch.Tensor | None = None  # scratch for _unit_of (all -1), made on first use
         self._elem_space = torch.full((n,), -1, dtype=torch.long)
         self._elem_pos = torch.full((n,), -1, dtype=torch.long)
+        self._elems_in_order = False  # set by _index_all_spaces
         self._index_all_spaces()
         self._tensor_names = tensor_names(model, tracer.modules)
         space_names = {sp.name for sp in self.spaces}
@@ -166,6 +167,12 @@ class DependencyGraph(GroupLayouts):
         # index_copy_, not t[elems] = ...: half the time of advanced-index assignment
         self._elem_space.index_copy_(0, elems, torch.repeat_interleave(torch.arange(len(self.spaces)), sizes))
         self._elem_pos.index_copy_(0, elems, torch.arange(elems.numel()) - torch.repeat_interleave(starts, sizes))
+        # The tracer numbers elements space by space, so ids usually run in (space, position)
+        # order; layouts then need no sort by position. Pruning keeps the order (survivors
+        # keep their ids and are renumbered in order), so this holds for the graph's life.
+        placed = self._elem_space >= 0
+        key = (self._elem_space * (int(self._elem_pos.max()) + 1) + self._elem_pos)[placed]
+        self._elems_in_order = bool((key[1:] > key[:-1]).all())
 
     def _require_built(self) -> None:
         if self.model is None:

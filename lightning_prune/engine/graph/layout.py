@@ -111,9 +111,16 @@ class GroupLayouts:
         if not elems.numel():
             return layouts
         n_spaces = len(self.spaces)
-        pair = elem_owner.index_select(0, elems) * n_spaces + self._elem_space.index_select(0, elems)
+        sel_owner = elem_owner.index_select(0, elems)
+        pair = sel_owner * n_spaces + self._elem_space.index_select(0, elems)
         pos = self._elem_pos.index_select(0, elems)
-        order = torch.argsort(pair * (int(pos.max()) + 1) + pos)
+        if self._elems_in_order:
+            # ids already run in (space, position) order, so a stable sort by owner is
+            # enough; on a narrow dtype torch radix-sorts it: 0.25 against 2.1 ms for the
+            # composite key on resnet50's 78k elements
+            order = torch.argsort(sel_owner.to(_narrowest_int(len(requests))), stable=True)
+        else:
+            order = torch.argsort(pair * (int(pos.max()) + 1) + pos)
         elems, pair, pos = elems.index_select(0, order), pair.index_select(0, order), pos.index_select(0, order)
         elem_comps = self._comp.index_select(0, elems)
         uniq, count_t = torch.unique_consecutive(pair, return_counts=True)
@@ -286,3 +293,12 @@ class GroupLayouts:
         """``src => dst``; ``dst`` may remove nothing (a root whose channels are all gone)."""
         dep = Dependency(self._handler(src), self._handler(dst), self._node(src), self._node(dst))
         return GroupItem(dep, Idxs(targets.get(dst, []), *origin.get(dst, ([], [])), ordered=True))
+
+
+def _narrowest_int(count: int) -> torch.dtype:
+    """The narrowest integer dtype that holds ``0 .. count - 1`` (radix sorts run per byte)."""
+    if count <= 1 << 8:
+        return torch.uint8
+    if count <= 1 << 15:
+        return torch.int16
+    return torch.int32 if count <= 1 << 31 else torch.long
