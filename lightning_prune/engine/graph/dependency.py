@@ -167,12 +167,11 @@ class DependencyGraph(GroupLayouts):
         # index_copy_, not t[elems] = ...: half the time of advanced-index assignment
         self._elem_space.index_copy_(0, elems, torch.repeat_interleave(torch.arange(len(self.spaces)), sizes))
         self._elem_pos.index_copy_(0, elems, torch.arange(elems.numel()) - torch.repeat_interleave(starts, sizes))
-        # The tracer numbers elements space by space, so ids usually run in (space, position)
-        # order; layouts then need no sort by position. Pruning keeps the order (survivors
-        # keep their ids and are renumbered in order), so this holds for the graph's life.
-        placed = self._elem_space >= 0
-        key = (self._elem_space * (int(self._elem_pos.max()) + 1) + self._elem_pos)[placed]
-        self._elems_in_order = bool((key[1:] > key[:-1]).all())
+        # ``elems`` lists every placed element in (space, position) order. The tracer numbers
+        # elements space by space, so their ids usually increase along it; layouts then need
+        # no sort by position. Pruning keeps that (survivors keep their ids and are
+        # renumbered in order), so it holds for the graph's life.
+        self._elems_in_order = bool((elems[1:] > elems[:-1]).all())
 
     def _require_built(self) -> None:
         if self.model is None:
