@@ -138,6 +138,10 @@ def connected_components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     edge under the smaller one with a scatter-min, then compresses paths by pointer
     jumping. Rounds are few (logarithmic in practice) and each is a vectorized pass, so a
     graph with millions of unions resolves in milliseconds.
+
+    Edges whose ends already share a root are not filtered out: ``parent[x] <= x`` always
+    holds, so hooking a root under itself changes nothing, and the boolean-mask selection
+    that dropped them was half the time (0.8 against 1.5 ms on MobileNetV3's 42k edges).
     """
     # index_select, not parent[a]: 1-D advanced indexing is ~4x slower on CPU
     parent = torch.arange(n, dtype=torch.long)
@@ -146,14 +150,9 @@ def connected_components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     while True:
         pa = parent.index_select(0, a)
         pb = parent.index_select(0, b)
-        differ = pa != pb
-        if not bool(differ.any()):
+        if torch.equal(pa, pb):
             return parent
-        pa = pa[differ]
-        pb = pb[differ]
-        lo = torch.minimum(pa, pb)
-        hi = torch.maximum(pa, pb)
-        parent.scatter_reduce_(0, hi, lo, reduce="amin")
+        parent.scatter_reduce_(0, torch.maximum(pa, pb), torch.minimum(pa, pb), reduce="amin")
         while True:
             grand = parent.index_select(0, parent)
             if torch.equal(grand, parent):
