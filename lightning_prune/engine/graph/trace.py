@@ -105,12 +105,20 @@ class Tracer:
         #: with a user pruner. Subclasses that override forward (torchvision's LayerNorm2d
         #: permutes around F.layer_norm) are traced op by op instead.
         self.units: set[int] = set()
+        # Pruner and unit-ness depend on the class alone: look them up once per class
+        # (a model has hundreds of modules and a handful of classes).
+        by_class: dict[type, tuple[Any, bool]] = {}
         for mod in self.modules.values():
-            pr = get_layer_pruner(mod, self.customized)
-            if pr is not None:
-                self.pruners[id(mod)] = pr
-                custom = any(isinstance(mod, cls) for cls in self.customized)
-                if custom or is_builtin_forward(mod) or isinstance(mod, _OWN_FORWARD_UNITS):
+            cls = type(mod)
+            hit = by_class.get(cls)
+            if hit is None:
+                pr = get_layer_pruner(mod, self.customized)
+                custom = any(issubclass(cls, c) for c in self.customized)
+                unit = pr is not None and (custom or is_builtin_forward(mod) or isinstance(mod, _OWN_FORWARD_UNITS))
+                hit = by_class[cls] = (pr, unit)
+            if hit[0] is not None:
+                self.pruners[id(mod)] = hit[0]
+                if hit[1]:
                     self.units.add(id(mod))
         self._stand_in: dict[int, tuple[str, torch.Tensor]] = {}
 
