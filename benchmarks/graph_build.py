@@ -3,7 +3,8 @@
     python benchmarks/graph_build.py [--repeats 5] [--skip-scaling] [--skip-1b]
 
 Prints the median build time for torchvision models and, when ``torch_pruning`` is
-installed, its time and the ratio ours/theirs measured in the same process. Then builds
+installed, its time and the ratio ours/theirs measured in the same process, the two
+libraries' runs taking turns. Then builds
 ResNet-style stacks of growing depth (build time should grow linearly) and a ~1 B
 parameter transformer, printing time and peak extra memory (RSS high-water mark).
 
@@ -17,7 +18,8 @@ import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torchvision.models as tvm
@@ -50,16 +52,40 @@ def long_lived_frozen() -> Iterator[None]:
         gc.collect()
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (imports, lazy init)
-    times = []
+def interleaved(runs: list[Callable[[], Any]], repeats: int) -> list[list[Any]]:
+    """What each of ``runs`` returns, ``repeats`` times, the runs taking turns.
+
+    Each run is called once as a warm-up, then once per round. Taking turns gives the
+    libraries compared the same machine: this one's speed drifts by up to 1.5x over
+    minutes, and timing all of one library's runs before the other's put that drift into
+    the ratio. The order flips every round, so neither always runs right after the other
+    (Torch-Pruning's real forward leaves the caches full of its activations). A run times
+    itself (see :func:`timed_ms`), so its set-up can stay outside the timed region.
+    """
+    for run in runs:
+        run()
+    results: list[list[Any]] = [[] for _ in runs]
     with long_lived_frozen():
-        for _ in range(repeats):
-            gc.collect()
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+        for k in range(repeats):
+            for i in (range(len(runs)) if k % 2 == 0 else reversed(range(len(runs)))):
+                gc.collect()
+                results[i].append(runs[i]())
+    return results
+
+
+def timed_ms(fn: Callable[[], Any]) -> Callable[[], float]:
+    """``fn`` as a run that returns its own wall time in ms."""
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return 1000 * (time.perf_counter() - t0)
+
+    return run
+
+
+def median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    return statistics.median(interleaved([timed_ms(fn)], repeats)[0])
 
 
 def torch_pruning_or_none():
@@ -77,12 +103,14 @@ def bench_zoo(repeats: int) -> None:
     for name in MODELS:
         model = tvm.get_model(name).eval()
         x = torch.randn(1, 3, 224, 224)
-        ours = median_ms(lambda m=model, x=x: lp.DependencyGraph().build_dependency(m, x), repeats)
+        runs = [timed_ms(lambda m=model, x=x: lp.DependencyGraph().build_dependency(m, x))]
         if tp is not None:
-            theirs = median_ms(lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, x), repeats)
-            print(f"{name:22s} {ours:10.1f} {theirs:19.1f} {ours / theirs:11.2f}x")
+            runs.append(timed_ms(lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, x)))
+        medians = [statistics.median(times) for times in interleaved(runs, repeats)]
+        if tp is not None:
+            print(f"{name:22s} {medians[0]:10.1f} {medians[1]:19.1f} {medians[0] / medians[1]:11.2f}x")
         else:
-            print(f"{name:22s} {ours:10.1f} {'(not installed)':>19s}")
+            print(f"{name:22s} {medians[0]:10.1f} {'(not installed)':>19s}")
 
 
 class Block(nn.Module):

@@ -6,7 +6,7 @@ For each torchvision model (random init), every run prunes a fresh ``copy.deepco
 made outside the timed region: construction of ``MetaPruner`` (graph build) and one
 ``step()`` at ``pruning_ratio=0.5`` with L2 group magnitude are timed separately. The
 table shows medians over ``--repeats`` runs (after one untimed warm-up run per model and
-library), ours, Torch-Pruning's and ours/theirs for construction, step and total, plus
+library; the two libraries' runs take turns, so both see the same machine), ours, Torch-Pruning's and ours/theirs for construction, step and total, plus
 the parameters left so that both visibly did the same work.
 
 The classifier is left alone: our graph protects model outputs by itself, and
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import statistics
 import time
 import warnings
@@ -34,7 +33,7 @@ from collections.abc import Callable
 
 import torch
 import torchvision.models as tvm
-from graph_build import long_lived_frozen, torch_pruning_or_none  # sibling script, same directory
+from graph_build import interleaved, torch_pruning_or_none  # sibling script, same directory
 from torch import nn
 
 import lightning_prune.engine as lp
@@ -64,28 +63,30 @@ def theirs(tpp, model: nn.Module, x: torch.Tensor) -> tuple[Callable[[], object]
     return build, lambda pruner: pruner.step()
 
 
-def time_runs(make: Callable, base: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float, nn.Module]:
-    """Median (construction ms, step ms) over ``repeats`` runs after one warm-up, and the last pruned model.
+def pruning_run(make: Callable, base: nn.Module, x: torch.Tensor, last: dict) -> Callable[[], tuple[float, float]]:
+    """A run that prunes a fresh ``copy.deepcopy(base)`` and returns (construction ms, step ms).
 
-    ``make(model, x)`` returns ``(build, step)``: ``build()`` makes the pruner, ``step(pruner)``
-    prunes. Every run works on a fresh ``copy.deepcopy(base)`` made outside the timed region.
+    ``make(model, x)`` returns ``(build, step)``: ``build()`` makes the pruner,
+    ``step(pruner)`` prunes. The copy is made outside the timed region; the pruned model
+    is left in ``last["model"]``.
     """
-    builds, steps = [], []
-    with long_lived_frozen():  # see graph_build.long_lived_frozen
-        for run in range(repeats + 1):
-            model = copy.deepcopy(base)
-            build, step = make(model, x)
-            gc.collect()
-            t0 = time.perf_counter()
-            pruner = build()
-            t1 = time.perf_counter()
-            step(pruner)
-            t2 = time.perf_counter()
-            if run:  # run 0 is the warm-up
-                builds.append(t1 - t0)
-                steps.append(t2 - t1)
-            del pruner
-    return 1000 * statistics.median(builds), 1000 * statistics.median(steps), model
+
+    def run() -> tuple[float, float]:
+        model = copy.deepcopy(base)
+        build, step = make(model, x)
+        t0 = time.perf_counter()
+        pruner = build()
+        t1 = time.perf_counter()
+        step(pruner)
+        t2 = time.perf_counter()
+        last["model"] = model
+        return 1000 * (t1 - t0), 1000 * (t2 - t1)
+
+    return run
+
+
+def medians(times: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 
 def n_params(model: nn.Module) -> int:
@@ -109,15 +110,18 @@ def main() -> None:
         base = tvm.get_model(name).eval()
         x = torch.randn(1, 3, 224, 224)
         dense = sum(p.numel() for p in base.parameters())
-        ob, os_, pruned = time_runs(ours, base, x, args.repeats)
-        op = n_params(pruned)
-        print(f"{name:12s} {'ours':6s} {ob:10.0f} {os_:9.0f} {ob + os_:9.0f} {op / dense:11.1%}")
+        mine, other = {}, {}
+        runs = [pruning_run(ours, base, x, mine)]
+        if tpp is not None:
+            runs.append(pruning_run(lambda m, x: theirs(tpp, m, x), base, x, other))
+        times = interleaved(runs, args.repeats)  # the libraries take turns; see graph_build.interleaved
+        ob, os_ = medians(times[0])
+        print(f"{name:12s} {'ours':6s} {ob:10.0f} {os_:9.0f} {ob + os_:9.0f} {n_params(mine['model']) / dense:11.1%}")
         if tpp is None:
             print(f"{'':12s} {'TP':6s} {'(torch_pruning not installed)':>30s}")
             continue
-        tb, ts, pruned = time_runs(lambda m, x: theirs(tpp, m, x), base, x, args.repeats)
-        tparams = n_params(pruned)
-        print(f"{'':12s} {'TP':6s} {tb:10.0f} {ts:9.0f} {tb + ts:9.0f} {tparams / dense:11.1%}")
+        tb, ts = medians(times[1])
+        print(f"{'':12s} {'TP':6s} {tb:10.0f} {ts:9.0f} {tb + ts:9.0f} {n_params(other['model']) / dense:11.1%}")
         print(f"{'':12s} {'ratio':6s} {ob / tb:9.2f}x {os_ / ts:8.2f}x {(ob + os_) / (tb + ts):8.2f}x")
 
 
