@@ -12,6 +12,7 @@ the final ``nn.Linear`` in ``ignored_layers``), it measures:
 * pruning: ``MetaPruner`` construction (which builds the graph again) and one ``step()``,
   each run on a fresh ``copy.deepcopy`` made outside the timed region; medians over
   ``--repeats`` runs after one untimed warm-up run;
+* the two libraries' timed runs take turns, so both see the same machine;
 * the pruned model's MACs and parameters, both counted by *our*
   ``count_ops_and_params`` so that the figures are comparable (Torch-Pruning's counter
   follows slightly different conventions, see ``lightning_prune.engine.utils.op_counter``);
@@ -34,6 +35,7 @@ import argparse
 import datetime
 import os
 import shlex
+import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -42,8 +44,8 @@ from dataclasses import dataclass, field
 import torch
 import torchvision
 import torchvision.models as tvm
-from graph_build import median_ms, torch_pruning_or_none  # sibling script, same directory
-from pruner_step import final_linear, time_runs
+from graph_build import interleaved, timed_ms, torch_pruning_or_none  # sibling scripts, same directory
+from pruner_step import final_linear, medians, pruning_run
 from torch import nn
 
 import lightning_prune.engine as lp
@@ -91,19 +93,43 @@ def fix_widths_after_tp(model: nn.Module) -> None:
         model.hidden_dim = model.conv_proj.out_channels
 
 
-def measure(build_graph: Callable, make: Callable, base: nn.Module, x: torch.Tensor, ratio: float,
-            repeats: int, after: Callable[[nn.Module], None] | None = None) -> Measure:
-    m = Measure()
-    try:
-        m.build_ms = median_ms(lambda: build_graph(base, x), repeats)
-        m.construct_ms, m.step_ms, pruned = time_runs(
-            lambda model, x: (lambda: make(model, x, ratio), lambda pruner: pruner.step()), base, x, repeats)
-        if after is not None:
-            after(pruned)
-        m.macs, m.params = lp.utils.count_ops_and_params(pruned, x)
-    except Exception as err:  # noqa: BLE001 - shown in the table, the other models go on
-        m.error = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}" if str(err) else type(err).__name__
-    return m
+def measure_all(libraries: list[tuple[Callable, Callable, Callable | None]], base: nn.Module, x: torch.Tensor,
+                ratio: float, repeats: int) -> list[Measure]:
+    """One :class:`Measure` per ``(build_graph, make_pruner, after)`` library.
+
+    Each library runs once untimed (a warm-up, and a library that fails there is reported
+    and left out); then the libraries take turns for the timed graph builds and for the
+    timed prunes (see ``graph_build.interleaved``), so they share the machine's drift.
+    """
+    measures = [Measure() for _ in libraries]
+    live = []
+    for k, (build_graph, make, after) in enumerate(libraries):
+        last: dict = {}
+        build = timed_ms(lambda bg=build_graph: bg(base, x))
+        prune = pruning_run(lambda model, x, mk=make: (lambda: mk(model, x, ratio), lambda p: p.step()), base, x, last)
+        try:
+            build()
+            prune()
+        except Exception as err:  # noqa: BLE001 - shown in the table, the other libraries go on
+            measures[k].error = _error_text(err)
+            continue
+        live.append((measures[k], build, prune, last, after))
+    build_times = interleaved([b for _, b, _, _, _ in live], repeats, warm_up=False)
+    prune_times = interleaved([p for _, _, p, _, _ in live], repeats, warm_up=False)
+    for (m, _, _, last, after), bt, pt in zip(live, build_times, prune_times):
+        m.build_ms = statistics.median(bt)
+        m.construct_ms, m.step_ms = medians(pt)
+        try:
+            if after is not None:
+                after(last["model"])
+            m.macs, m.params = lp.utils.count_ops_and_params(last["model"], x)
+        except Exception as err:  # noqa: BLE001 - shown in the table
+            m.error = _error_text(err)
+    return measures
+
+
+def _error_text(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:160]}" if str(err) else type(err).__name__
 
 
 def _fmt(value: float | None, scale: float = 1.0, digits: int = 0) -> str:
@@ -194,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         base = tvm.get_model(name, weights=None).eval()
         x = torch.randn(1, 3, 224, 224)
         dense = lp.utils.count_ops_and_params(base, x)
-        ours = measure(lambda m, x: lp.DependencyGraph().build_dependency(m, x), ours_pruner, base, x,
-                       args.ratio, args.repeats)
-        theirs = measure(lambda m, x: tpp.DependencyGraph().build_dependency(m, x), tp_pruner(tpp), base, x,
-                         args.ratio, args.repeats, after=fix_widths_after_tp)
+        ours, theirs = measure_all([
+            (lambda m, x: lp.DependencyGraph().build_dependency(m, x), ours_pruner, None),
+            (lambda m, x: tpp.DependencyGraph().build_dependency(m, x), tp_pruner(tpp), fix_widths_after_tp),
+        ], base, x, args.ratio, args.repeats)
         for r in rows_for(name, dense, ours, theirs):
             print_row(r)
             rows.append(r)

@@ -52,17 +52,17 @@ def long_lived_frozen() -> Iterator[None]:
         gc.collect()
 
 
-def interleaved(runs: list[Callable[[], Any]], repeats: int) -> list[list[Any]]:
+def interleaved(runs: list[Callable[[], Any]], repeats: int, warm_up: bool = True) -> list[list[Any]]:
     """What each of ``runs`` returns, ``repeats`` times, the runs taking turns.
 
-    Each run is called once as a warm-up, then once per round. Taking turns gives the
+    Each run is called once as a warm-up (unless ``warm_up=False``), then once per round. Taking turns gives the
     libraries compared the same machine: this one's speed drifts by up to 1.5x over
     minutes, and timing all of one library's runs before the other's put that drift into
     the ratio. The order flips every round, so neither always runs right after the other
     (Torch-Pruning's real forward leaves the caches full of its activations). A run times
     itself (see :func:`timed_ms`), so its set-up can stay outside the timed region.
     """
-    for run in runs:
+    for run in runs if warm_up else ():
         run()
     results: list[list[Any]] = [[] for _ in runs]
     with long_lived_frozen():
@@ -82,10 +82,6 @@ def timed_ms(fn: Callable[[], Any]) -> Callable[[], float]:
         return 1000 * (time.perf_counter() - t0)
 
     return run
-
-
-def median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    return statistics.median(interleaved([timed_ms(fn)], repeats)[0])
 
 
 def torch_pruning_or_none():
