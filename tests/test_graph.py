@@ -348,6 +348,53 @@ def test_all_groups_are_the_same_with_and_without_the_in_order_fast_path():
             DG.group_for_units(group, list(range(0, len(group.units), 3))).prune()
 
 
+class _Activations(nn.Module):
+    """Every element-wise layer kind, in place and not, around a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.acts = nn.Sequential(nn.ReLU(inplace=True), nn.LeakyReLU(0.1), nn.Hardswish(), nn.SiLU(inplace=True),
+                                  nn.GELU(), nn.Dropout(0.1), nn.ReLU6(), nn.Mish(), nn.ELU(), nn.Hardsigmoid())
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.tail = nn.Sequential(nn.Sigmoid(), nn.Tanh(), nn.Hardtanh())
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.acts(self.conv1(x))
+        y = self.tail(self.conv2(y) + y)
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("make", [_Activations, lambda: torchvision.models.mobilenet_v3_small(weights=None),
+                                  lambda: torchvision.models.efficientnet_b0(weights=None)],
+                         ids=["activations", "mobilenet_v3_small", "efficientnet_b0"])
+def test_activation_layers_label_like_the_recorded_ops(make, monkeypatch):
+    """On the meta device, activation and dropout layers are labelled directly instead of
+    through the recorded element-wise op; the groups must be exactly the same."""
+    from lightning_prune.engine.graph import fast_meta, trace
+
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randn(1, 3, 64, 64)
+    installed = []
+    make_forward = trace.Tracer._elementwise
+    monkeypatch.setattr(trace.Tracer, "_elementwise", lambda self, m: installed.append(m) or make_forward(self, m))
+
+    def groups():
+        DG = tp.DependencyGraph().build_dependency(model, x)
+        assert DG.trace_device == "meta"
+        return [(g.root_name, g._targets, g.units) for g in DG.get_all_groups()]
+
+    direct = groups()
+    assert len(installed) >= 9  # the layers took the direct path
+    monkeypatch.setattr(fast_meta, "ELEMENTWISE_MODULES", frozenset())
+    installed.clear()
+    recorded = groups()
+    assert not installed and direct == recorded
+    assert all("forward" not in m.__dict__ for m in model.modules())  # nothing left behind
+
+
 def test_layers_with_their_own_hooks_trace_like_plain_ones():
     """Units are traced by wrapping forward, or by hooks when the layer has hooks of its
     own; both ways give the same groups, and the user's hooks still run."""

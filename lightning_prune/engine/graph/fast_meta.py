@@ -195,6 +195,20 @@ def is_builtin_forward(module: nn.Module) -> bool:
     return type(module) is FrozenBatchNorm2d
 
 
+# ----------------------------------------------------------------------------- element-wise modules
+#: Activation and dropout layers whose forward is one element-wise call on their input.
+#: Exact classes only: a subclass may override ``forward``.
+ELEMENTWISE_MODULES = frozenset({
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh,
+    nn.LeakyReLU, nn.ELU, nn.Mish, nn.Dropout,
+})
+
+
+def is_elementwise_module(module: nn.Module) -> bool:
+    """``module`` is one of :data:`ELEMENTWISE_MODULES`: it maps each element on its own."""
+    return type(module) in ELEMENTWISE_MODULES
+
+
 # ----------------------------------------------------------------------------- element-wise
 _UNARY = frozenset({
     "relu", "relu_", "relu6", "gelu", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardswish",

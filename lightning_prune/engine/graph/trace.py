@@ -26,9 +26,10 @@ from torch.utils import _pytree as pytree
 from ..inputs import call_model
 from ..pruning import get_layer_pruner
 from . import layer_rules
-from .fast_meta import fast_elementwise, fast_forward, is_builtin_forward
+from .fast_meta import fast_elementwise, fast_forward, is_builtin_forward, is_elementwise_module
 from .labels import ElementTable, Label
 from .ops import apply_rule, op_name
+from .ops_math import rule_elementwise
 from .state import TraceState, is_tensor
 
 _OWN_FORWARD_UNITS = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
@@ -202,6 +203,29 @@ class Tracer:
 
         return traced
 
+    def _elementwise(self, module: nn.Module) -> Callable:
+        """The forward of an activation or dropout layer on the meta device, labels included.
+
+        Its own forward is one element-wise call, which the recorder would intercept and
+        label through :func:`.ops.apply_rule`; this applies the same rule directly,
+        without torch's function-mode dispatch (a seventh of a MobileNetV3 build, which
+        has 49 such layers). Anything but one meta tensor takes the module's own forward.
+        """
+        own = type(module).forward
+        inplace = bool(getattr(module, "inplace", False))
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            x = args[0] if len(args) == 1 and not kwargs else None
+            if not is_tensor(x) or x.device.type != "meta":
+                return own(module, *args, **kwargs)
+            with torch._C.DisableTorchFunction():
+                out = x if inplace else torch.empty(x.shape, dtype=x.dtype, device="meta")
+                if self.depth == 0 and self.recording:
+                    rule_elementwise(self.state, [x], [out])
+            return out
+
+        return forward
+
     # ------------------------------------------------------------------ run
     def run(self, example_inputs: Any, forward_fn: Callable | None, output_transform: Callable | None,
             protect_outputs: bool = True) -> TraceResult:
@@ -296,6 +320,10 @@ class Tracer:
                 slots[key] = new
             for mod in self.modules.values():
                 if id(mod) not in self.units:
+                    if (device == "meta" and is_elementwise_module(mod) and "forward" not in mod.__dict__
+                            and not (mod._forward_hooks or mod._forward_pre_hooks)):
+                        mod.__dict__["forward"] = self._elementwise(mod)
+                        wrapped.append(mod)
                     continue
                 fast = fast_forward(mod) if device == "meta" and "forward" not in mod.__dict__ else None
                 if "forward" not in mod.__dict__ and not (mod._forward_hooks or mod._forward_pre_hooks):
