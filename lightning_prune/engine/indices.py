@@ -42,7 +42,15 @@ class SortedIdxs(list):
     layer pruners, which never mutate their ``idxs``; custom pruners get plain lists.
     """
 
-    __slots__ = ("_kept",)
+    __slots__ = ("_kept", "_tensor")
+
+    def tensor(self) -> torch.Tensor:
+        """These indices as a CPU ``LongTensor``, made once."""
+        try:
+            return self._tensor
+        except AttributeError:
+            self._tensor = long_tensor(self)
+            return self._tensor
 
     def kept(self, size: int) -> KeptIdxs:
         """``range(size)`` without these indices, computed once per ``size``."""
