@@ -751,3 +751,39 @@ def test_registry_customized_errors() -> None:
 def test_describe_layer_one_line() -> None:
     text = describe_layer(nn.MultiheadAttention(4, 2))
     assert "\n" not in text and text.startswith("MultiheadAttention(embed_dim=4, num_heads=2")
+
+
+def test_shared_sorted_idxs_prune_like_plain_lists_and_record_plain_lists():
+    """The graph hands built-in pruners one SortedIdxs per group: the kept indices are worked
+    out once, records still hold plain lists, and bad indices are still refused."""
+    import pickle
+
+    from lightning_prune.engine.indices import KeptIdxs, SortedIdxs
+    from lightning_prune.engine.pruning import (
+        PruningError,
+        prune_batchnorm_out_channels,
+        prune_conv_out_channels,
+    )
+
+    torch.manual_seed(0)
+    conv_a, bn_a = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+    conv_b, bn_b = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+    conv_b.load_state_dict(conv_a.state_dict())
+    bn_a.running_mean.uniform_()
+    bn_b.load_state_dict(bn_a.state_dict())
+    shared = SortedIdxs([1, 4, 6])
+    with records.recording() as rec:
+        prune_conv_out_channels(conv_a, shared)
+        prune_batchnorm_out_channels(bn_a, shared)
+    prune_conv_out_channels(conv_b, [6, 1, 4, 4])
+    prune_batchnorm_out_channels(bn_b, [6, 1, 4])
+    for a, b in ((conv_a, conv_b), (bn_a, bn_b)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert type(shared.kept(8)) is KeptIdxs and shared.kept(8) is shared.kept(8) == [0, 2, 3, 5, 7]
+    for slices in rec.record.values():
+        assert all(type(keep) is list for _, keep in slices)
+    pickle.dumps(rec.record)  # plain types only
+    with pytest.raises(PruningError, match="out of range"):
+        prune_conv_out_channels(nn.Conv2d(3, 4, 1), SortedIdxs([1, 9]))
+    with pytest.raises(PruningError, match="would leave zero"):
+        prune_conv_out_channels(nn.Conv2d(3, 2, 1), SortedIdxs([0, 1]))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["KeptIdxs", "SortedIdxs", "long_tensor"]
+__all__ = ["KeptIdxs", "SortedIdxs", "complement", "long_tensor"]
 
 
 def long_tensor(values: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
@@ -29,6 +29,18 @@ def long_tensor(values: Sequence[int], device: torch.device | str | None = None)
     # frombuffer shares the array's memory and keeps it alive; clone-free on CPU
     out = torch.frombuffer(packed, dtype=torch.long)
     return out if device is None or torch.device(device).type == "cpu" else out.to(device)
+
+
+def complement(size: int, remove: Sequence[int]) -> list[int]:
+    """``range(size)`` without ``remove`` (valid indices), in order.
+
+    A byte mask and ``itertools.compress``: faster here than set difference, list
+    comprehensions or a torch mask (28 against 34-77 us for 512 of 1024).
+    """
+    mask = bytearray(b"\x01") * size
+    for i in remove:
+        mask[i] = 0
+    return list(itertools.compress(range(size), mask))
 
 
 class SortedIdxs(list):
@@ -60,10 +72,7 @@ class SortedIdxs(list):
             memo = self._kept = {}
         out = memo.get(size)
         if out is None:
-            mask = bytearray(b"\x01") * size
-            for i in self:
-                mask[i] = 0
-            out = memo[size] = KeptIdxs(itertools.compress(range(size), mask))
+            out = memo[size] = KeptIdxs(complement(size, self))
         return out
 
 

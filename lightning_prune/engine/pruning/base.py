@@ -21,13 +21,12 @@ stay valid) and reports the slice to the active :mod:`~lightning_prune.engine.re
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ..indices import KeptIdxs, SortedIdxs, long_tensor
+from ..indices import KeptIdxs, SortedIdxs, complement, long_tensor
 from ..records import active_recorders
 from ..threads import for_large
 
@@ -91,10 +90,7 @@ def keep_indices(size: int, remove: Sequence[int]) -> list[int]:
     """``range(size)`` without ``remove`` (valid indices), in order."""
     if type(remove) is SortedIdxs:
         return remove.kept(size)
-    mask = bytearray(b"\x01") * size
-    for i in remove:
-        mask[i] = 0
-    return list(itertools.compress(range(size), mask))
+    return complement(size, remove)
 
 
 def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> None:
