@@ -387,7 +387,9 @@ class DependencyGraph(GroupLayouts):
         for s, pos in targets:
             sp = self.spaces[s]
             elems = sp.elems
-            removed = (idxs or {}).get(s) or SortedIdxs(pos)
+            removed = idxs.get(s) if idxs is not None else None
+            if removed is None:
+                removed = SortedIdxs(pos)
             self._alive.index_fill_(0, elems.index_select(0, removed.tensor()), False)
             elems = elems.index_select(0, removed.kept(elems.numel()).tensor(elems.device))
             sp.elems = elems
