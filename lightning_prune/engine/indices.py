@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import array
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -43,7 +44,23 @@ def complement(size: int, remove: Sequence[int]) -> list[int]:
     return list(itertools.compress(range(size), mask))
 
 
-class SortedIdxs(list):
+class _Memoized(list):
+    """A list that caches values derived from it (it must not be mutated after that)."""
+
+    __slots__ = ("_memo",)
+
+    def __init__(self, values: Iterable[int] = ()) -> None:
+        super().__init__(values)
+        self._memo: dict = {}
+
+    def _cached(self, key: object, make: Callable[[], Any]) -> Any:
+        out = self._memo.get(key)
+        if out is None:
+            out = self._memo[key] = make()
+        return out
+
+
+class SortedIdxs(_Memoized):
     """Indices to remove that are already sorted and unique, as the dependency graph makes them.
 
     One group prunes the same positions from many tensors: a conv's weight and bias, the
@@ -54,39 +71,21 @@ class SortedIdxs(list):
     layer pruners, which never mutate their ``idxs``; custom pruners get plain lists.
     """
 
-    __slots__ = ("_kept", "_tensor")
+    __slots__ = ()
 
     def tensor(self) -> torch.Tensor:
         """These indices as a CPU ``LongTensor``, made once."""
-        try:
-            return self._tensor
-        except AttributeError:
-            self._tensor = long_tensor(self)
-            return self._tensor
+        return self._cached("tensor", lambda: long_tensor(self))
 
     def kept(self, size: int) -> KeptIdxs:
         """``range(size)`` without these indices, computed once per ``size``."""
-        try:
-            memo = self._kept
-        except AttributeError:
-            memo = self._kept = {}
-        out = memo.get(size)
-        if out is None:
-            out = memo[size] = KeptIdxs(complement(size, self))
-        return out
+        return self._cached(size, lambda: KeptIdxs(complement(size, self)))
 
 
-class KeptIdxs(list):
+class KeptIdxs(_Memoized):
     """Kept indices (sorted, unique, plain ints) that remember their ``LongTensor`` per device."""
 
-    __slots__ = ("_tensors",)
+    __slots__ = ()
 
     def tensor(self, device: torch.device) -> torch.Tensor:
-        try:
-            memo = self._tensors
-        except AttributeError:
-            memo = self._tensors = {}
-        out = memo.get(device)
-        if out is None:
-            out = memo[device] = long_tensor(self, device)
-        return out
+        return self._cached(device, lambda: long_tensor(self, device))
