@@ -363,7 +363,7 @@ class DependencyGraph(GroupLayouts):
             raise PruningError(
                 f"cannot prune group rooted at {root}: {type(err).__name__}: {err}. The model is unchanged."
             ) from err
-        self._drop_elements(group._targets, space_idxs)
+        self._drop_elements(space_idxs)
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
         group._comps = None  # done: it now describes what was removed, and is never re-derived
         self.pruning_history.append(record)
@@ -372,24 +372,20 @@ class DependencyGraph(GroupLayouts):
             self._space_version[s] = self.version
         return record
 
-    def _drop_elements(self, targets: Sequence[tuple[int, Sequence[int]]],
-                       idxs: dict[int, SortedIdxs] | None = None) -> None:
-        """Forget the removed channels of each ``(space, positions)`` target.
+    def _drop_elements(self, removed_by_space: dict[int, SortedIdxs]) -> None:
+        """Forget the removed channels of each space.
 
         The removed elements die, each space keeps the rest in order, and the survivors'
-        positions are renumbered (their space is unchanged). ``idxs`` (from
-        :meth:`_space_idxs`) brings the kept positions the layer pruners already worked
-        out. ``index_select`` / ``index_fill_`` / ``index_copy_`` rather than ``t[idx]``
-        and boolean masks: 1-D advanced indexing is several times slower on CPU.
-        Concatenating all the group's spaces into one pass was slower still: the work is
-        in the elements, not in the per-space calls.
+        positions are renumbered (their space is unchanged). ``removed_by_space`` comes from
+        :meth:`_space_idxs`: the objects the layer pruners got, which bring the kept
+        positions they already worked out. ``index_select`` / ``index_fill_`` /
+        ``index_copy_`` rather than ``t[idx]`` and boolean masks: 1-D advanced indexing is
+        several times slower on CPU. Concatenating all the group's spaces into one pass was
+        slower still: the work is in the elements, not in the per-space calls.
         """
-        for s, pos in targets:
+        for s, removed in removed_by_space.items():
             sp = self.spaces[s]
             elems = sp.elems
-            removed = idxs.get(s) if idxs is not None else None
-            if removed is None:
-                removed = SortedIdxs(pos)
             self._alive.index_fill_(0, elems.index_select(0, removed.tensor()), False)
             elems = elems.index_select(0, removed.kept(elems.numel()).tensor(elems.device))
             sp.elems = elems
@@ -424,7 +420,7 @@ class DependencyGraph(GroupLayouts):
         snapshot = self._checked_snapshot(group)
         try:
             with recording(self._tensor_names) as rec:
-                for fn, target, idxs in self._calls(group):
+                for fn, target, idxs in self._calls(group, self._space_idxs(group)):
                     fn(target, idxs)
         finally:
             snapshot.restore()
@@ -463,13 +459,12 @@ class DependencyGraph(GroupLayouts):
             out[s] = idxs
         return out
 
-    def _calls(self, group: Group, idxs: dict[int, SortedIdxs] | None = None) -> list[tuple[Any, Any, list[int]]]:
+    def _calls(self, group: Group, idxs: dict[int, SortedIdxs]) -> list[tuple[Any, Any, list[int]]]:
         """``(handler, target, idxs)`` for every layer the group prunes, in order.
 
         Built-in pruners get the shared :class:`SortedIdxs` of :meth:`_space_idxs`; custom
         pruners get a plain list of their own.
         """
-        idxs = self._space_idxs(group) if idxs is None else idxs
         calls = []
         targets = dict(group._targets)
         for s, pos in group._targets:

@@ -320,13 +320,12 @@ class Tracer:
                 slots[key] = new
             for mod in self.modules.values():
                 if id(mod) not in self.units:
-                    if (device == "meta" and is_elementwise_module(mod) and "forward" not in mod.__dict__
-                            and not (mod._forward_hooks or mod._forward_pre_hooks)):
+                    if device == "meta" and is_elementwise_module(mod) and _bare(mod):
                         mod.__dict__["forward"] = self._elementwise(mod)
                         wrapped.append(mod)
                     continue
                 fast = fast_forward(mod) if device == "meta" and "forward" not in mod.__dict__ else None
-                if "forward" not in mod.__dict__ and not (mod._forward_hooks or mod._forward_pre_hooks):
+                if _bare(mod):
                     # no hooks of its own: wrap forward instead of adding two hooks, so the
                     # call keeps torch's hook-free fast path (a fifth of a small model's trace)
                     mod.__dict__["forward"] = self._traced(mod, _unrecorded(fast) if fast is not None else mod.forward)
@@ -357,6 +356,11 @@ class Tracer:
 
 class TraceError(RuntimeError):
     """The model could not be traced on the given example inputs."""
+
+
+def _bare(module: nn.Module) -> bool:
+    """No forward set on the instance and no hooks: a forward can be installed in its place."""
+    return "forward" not in module.__dict__ and not (module._forward_hooks or module._forward_pre_hooks)
 
 
 def _stand_in(t: torch.Tensor, device: str, clone: bool) -> torch.Tensor:
