@@ -23,7 +23,6 @@ from ..data import load_digits_split
 from ..engine import recalibrate_batchnorm
 from ..engine.importance import get_importance
 from ..engine.pruner import MetaPruner
-from ..engine.threads import one_thread
 from ..models import SmallResNet
 
 __all__ = [
@@ -73,7 +72,6 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
         yield x[idx], y[idx]
 
 
-@one_thread
 def train_small_resnet(seed: int = 0, epochs: int = 15, width: int = 32, lr: float = 1e-2,
                        weight_decay: float = 0.05, data: DigitsData | None = None) -> tuple[nn.Module, DigitsData]:
     """Train a :class:`SmallResNet` on the digits; deterministic for a given ``seed``.
@@ -85,9 +83,12 @@ def train_small_resnet(seed: int = 0, epochs: int = 15, width: int = 32, lr: flo
     differ, and magnitude beats random after a 0.5 prune (with BN recalibration) by
     10-19 points over seeds, close to what Torch-Pruning showed on a similar model.
 
-    Runs on one intra-op thread (restored afterwards): batches of 64 8x8 images are so
-    small that a thread hand-off costs more than the work, and on a busy machine two
-    threads were measured 50x slower per step (1.4 s against 24 ms).
+    Runs with the caller's intra-op thread count (this module never changes it). Batches
+    of 64 8x8 images are so small that a thread hand-off costs more than the work: on a
+    busy machine two threads were measured 50x slower per step than one (1.4 s against
+    24 ms), so a caller that owns its process may want ``torch.set_num_threads(1)``
+    (``benchmarks/importance_digits.py`` does). Bit-identical results need the same
+    thread count, too.
 
     Returns:
         ``(model, data)``, the model in eval mode.
@@ -109,7 +110,6 @@ def train_small_resnet(seed: int = 0, epochs: int = 15, width: int = 32, lr: flo
     return model.eval(), data
 
 
-@one_thread
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     """Top-1 accuracy in eval mode (the model's mode is restored afterwards)."""
@@ -139,7 +139,6 @@ def accumulate_taylor_gradients(model: nn.Module, data: DigitsData) -> None:
         (F.cross_entropy(model(xb), yb, reduction="sum") / len(x)).backward()
 
 
-@one_thread
 def prune_copy(model: nn.Module, method: str, ratio: float, data: DigitsData, recalibrate: bool,
                seed: int = 0) -> nn.Module:
     """A pruned copy of ``model``; ``model`` itself is left untouched.

@@ -27,7 +27,6 @@ from ..indices import SortedIdxs
 from ..pruning import get_layer_pruner
 from ..pruning.base import PruningError
 from ..records import recording, tensor_names
-from ..threads import gc_paused, one_thread, single_threaded
 from .group import Group
 from .layout import GroupLayouts
 from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
@@ -89,11 +88,8 @@ class DependencyGraph(GroupLayouts):
             raise ValueError(f"split_mode must be 'offsets' or 'blocks', got {split_mode!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"build_dependency: `model` must be an nn.Module, got {type(model).__name__}")
-        # A full cyclic-GC pass over torch's ~10^5 live objects can cost more than the whole
-        # trace; nothing built here needs the cycle collector, so pause it for the build.
-        with gc_paused(), single_threaded():
-            self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
-                        customized_pruners, protect_outputs, ignored_params, split_mode)
+        self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
+                    customized_pruners, protect_outputs, ignored_params, split_mode)
         if verbose and self.unknown_ops:
             logger.info("channels touched by ops without a rule were kept whole: %s", self.unknown_ops)
         return self
@@ -222,7 +218,6 @@ class DependencyGraph(GroupLayouts):
             f"pruner with customized_pruners={{{type(target).__name__}: pruner}}"
         )
 
-    @one_thread
     def get_pruning_group(self, module: Any, pruning_fn: Any, idxs: Sequence[int]) -> Group:
         """All channels coupled to ``idxs`` of ``module`` (out or in, as ``pruning_fn`` says)."""
         self._require_built()
@@ -302,10 +297,9 @@ class DependencyGraph(GroupLayouts):
             chosen = torch.unique(comps[free])
             covered[chosen] = True
             requests.append((i, chosen))
-        with single_threaded():
-            layouts = self._layouts([comps for _, comps in requests])
-            # made now, at the version the layouts describe: a caller may prune between yields
-            groups = [self._make_group(i, chosen, layout) for (i, chosen), layout in zip(requests, layouts)]
+        layouts = self._layouts([comps for _, comps in requests])
+        # made now, at the version the layouts describe: a caller may prune between yields
+        groups = [self._make_group(i, chosen, layout) for (i, chosen), layout in zip(requests, layouts)]
         yield from groups
 
     def _blocked_components(self, ignored_layers: Iterable[Any] | None) -> torch.Tensor:
@@ -333,7 +327,6 @@ class DependencyGraph(GroupLayouts):
         tensors = [self.spaces[s].param for s, _ in group._targets if self.spaces[s].param is not None]
         return ModelSnapshot(self.model, self._modules, modules, tensors, self._module_names)
 
-    @one_thread
     def _apply(self, group: Group) -> dict:
         self._require_built()
         group = self._current(group)
@@ -413,7 +406,6 @@ class DependencyGraph(GroupLayouts):
         comps = torch.unique(self._comp[self.spaces[group._root].elems])
         return int((comps != self._frozen).sum())
 
-    @one_thread
     def _soft_apply(self, group: Group) -> dict:
         """Record what :meth:`_apply` would remove, undo it, and zero those slices instead."""
         group = self._current(group)
@@ -478,7 +470,6 @@ class DependencyGraph(GroupLayouts):
                           idxs[s] if shared else list(pos)))
         return calls
 
-    @one_thread
     def dry_run(self) -> str | None:
         """Run the model forward once (on meta tensors when possible); the error, if any.
 
@@ -488,8 +479,7 @@ class DependencyGraph(GroupLayouts):
         device = "meta" if self.trace_device == "meta" else "real"
         tracer = Tracer(self.model, self.customized_pruners, None, self.split_mode)
         try:
-            with gc_paused():
-                tracer.dry_run(self._example_inputs, self._forward_fn, device)
+            tracer.dry_run(self._example_inputs, self._forward_fn, device)
         except Exception as err:  # noqa: BLE001 - reported to the caller
             return f"{type(err).__name__}: {err}"
         return None

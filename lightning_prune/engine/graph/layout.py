@@ -17,7 +17,6 @@ import torch
 
 from ..indices import long_tensor
 from ..pruning.base import PruningError
-from ..threads import one_thread, single_threaded
 from .group import Dependency, Group, GroupItem, Idxs, Node
 
 __all__ = ["GroupLayouts", "ParameterHandler"]
@@ -65,7 +64,6 @@ class GroupLayouts:
         elems = order[torch.arange(total) + offsets]
         return elems[self._alive[elems]]
 
-    @one_thread
     def _group_from(self, root: int, comps: torch.Tensor) -> Group:
         return self._make_group(root, comps, self._layout(comps))
 
@@ -249,8 +247,7 @@ class GroupLayouts:
         comps = long_tensor([group._unit_comps[u] for u in units])
         layout = group._layout_data
         if layout is not None and group._comps is not None and self._unchanged_since(group._version, layout[1]):
-            with single_threaded():
-                return self._make_group(group._root, comps, self._sub_layout(layout, comps))
+            return self._make_group(group._root, comps, self._sub_layout(layout, comps))
         return self._group_from(group._root, comps)
 
     def _node(self, i: int) -> Node:

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from ..threads import for_large
 from .base import GroupImportance, check_p
 from .slices import ChannelSlice, channel_slices
 
@@ -83,26 +82,25 @@ class GroupMagnitudeImportance(SliceImportance):
         self.p = check_p(p)
 
     def slice_scores(self, piece: ChannelSlice) -> torch.Tensor:
-        with for_large(piece.tensor.numel()):
-            shared = self._shared_sums(piece)
-            if shared is not None and piece.exclude is None:
-                return shared.clone()
-            values = piece.gather(apply_exclude=False)
-            if shared is not None:
-                scores = shared
-            elif values.is_contiguous():
-                scores = torch.linalg.vector_norm(values, ord=self.p, dim=1).double().pow(self.p)
-            else:
-                # A view along an inner dim (input channels) is strided: vector_norm's row
-                # reduction is then ~12x slower than elementwise powers and a sum (measured:
-                # 14 ms against 1.2 ms on a transposed 768x3072 weight).
-                scores = self._powered(values).sum(1).double()
-            if piece.exclude is not None and values.shape[0]:
-                # subtract the few excluded entries (distinct per row) instead of zeroing a
-                # copy of the whole matrix (2.5 ms a call on vit_b_16's in_proj_weight)
-                dropped = values.gather(1, piece.exclude.to(values.device))
-                scores = (scores - self._powered(dropped).sum(1).double()).clamp_min(0.0)
-            return scores
+        shared = self._shared_sums(piece)
+        if shared is not None and piece.exclude is None:
+            return shared.clone()
+        values = piece.gather(apply_exclude=False)
+        if shared is not None:
+            scores = shared
+        elif values.is_contiguous():
+            scores = torch.linalg.vector_norm(values, ord=self.p, dim=1).double().pow(self.p)
+        else:
+            # A view along an inner dim (input channels) is strided: vector_norm's row
+            # reduction is then ~12x slower than elementwise powers and a sum (measured:
+            # 14 ms against 1.2 ms on a transposed 768x3072 weight).
+            scores = self._powered(values).sum(1).double()
+        if piece.exclude is not None and values.shape[0]:
+            # subtract the few excluded entries (distinct per row) instead of zeroing a
+            # copy of the whole matrix (2.5 ms a call on vit_b_16's in_proj_weight)
+            dropped = values.gather(1, piece.exclude.to(values.device))
+            scores = (scores - self._powered(dropped).sum(1).double()).clamp_min(0.0)
+        return scores
 
     def _shared_sums(self, piece: ChannelSlice) -> torch.Tensor | None:
         """Inside a scoring pass: ``sum |w|^p`` over every row of dim 0 or dim 1 of a weight.

@@ -27,7 +27,6 @@ from ..graph import DependencyGraph, Group
 from ..graph.dependency import resolve_ignored
 from ..pruning import PruningError
 from ..records import merge_records
-from ..threads import gc_paused, one_thread, single_threaded
 from .budget import solve_ratio_for_budget
 from .planning import GroupPlan, plan_global, plan_local, unit_scores
 from .scheduler import check_schedule, get_scheduler, linear_scheduler
@@ -154,8 +153,7 @@ class MetaPruner:
         self.num_heads = _resolve_num_heads(model, num_heads)
         # id(graph) -> (graph, key, groups), see _groups
         self._group_cache: dict[int, tuple[DependencyGraph, tuple, list[Group]]] = {}
-        with single_threaded(), gc_paused():  # groups are thousands of small lists: no GC passes
-            self._setup(model, example_inputs, forward_fn, budgets)
+        self._setup(model, example_inputs, forward_fn, budgets)
 
     def _setup(self, model: nn.Module, example_inputs: Any, forward_fn: Any, budgets: list) -> None:
         self.current_step = 0
@@ -223,7 +221,6 @@ class MetaPruner:
     def regularize(self, model: nn.Module | None = None, *args: Any, **kwargs: Any) -> None:
         """Hook for sparse-training pruners; MetaPruner has no regularizer."""
 
-    @one_thread
     def step(self, interactive: bool = False) -> dict | Iterator[Group]:
         """Prune one step of the schedule.
 
@@ -241,12 +238,11 @@ class MetaPruner:
             return self._interactive(gen)
         records = []
         try:
-            with gc_paused():
-                for group in gen:
-                    try:
-                        records.append(group.prune())
-                    except PruningError as err:
-                        self.skipped.append(str(err).splitlines()[0])
+            for group in gen:
+                try:
+                    records.append(group.prune())
+                except PruningError as err:
+                    self.skipped.append(str(err).splitlines()[0])
         except Exception:
             if not records:
                 self.current_step -= 1  # nothing was pruned: the step did not happen

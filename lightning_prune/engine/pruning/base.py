@@ -28,7 +28,6 @@ from torch import nn
 
 from ..indices import KeptIdxs, SortedIdxs, complement, long_tensor
 from ..records import active_recorders
-from ..threads import for_large
 
 
 class PruningError(ValueError):
@@ -115,7 +114,7 @@ def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> 
         return
     if index is None:
         index = long_tensor(keep, tensor.device)
-    with torch.no_grad(), for_large(tensor.numel()):
+    with torch.no_grad():
         new = torch.index_select(tensor.data, dim, index).contiguous()
         tensor.data = new
         grad = tensor.grad

@@ -82,6 +82,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..inputs import call_model
@@ -526,19 +527,19 @@ def _restored_attributes(model: nn.Module) -> Iterator[None]:
                     attrs[key] = value
 
 
-@contextlib.contextmanager
-def _mha_fastpath_disabled() -> Iterator[None]:
-    """The fused MHA fast path hides its products from the counter; use the plain path."""
-    backend = getattr(torch.backends, "mha", None)
-    if backend is None or not hasattr(backend, "set_fastpath_enabled"):
-        yield
-        return
-    previous = backend.get_fastpath_enabled()
-    backend.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        backend.set_fastpath_enabled(previous)
+class _NoFusedAttention(TorchFunctionMode):
+    """Keeps ``nn.MultiheadAttention`` off its fused fast path, for this thread only.
+
+    The fused kernel (``_native_multi_head_attention``) hides the projections and
+    products from the counter. The fast path is skipped whenever a torch-function mode is
+    active ("some Tensor argument has_torch_function"), and modes are per thread, unlike
+    ``torch.backends.mha.set_fastpath_enabled(False)``, which would also slow down the
+    caller's other threads while we count. Only the real-forward fallback needs it: meta
+    tensors never take the fast path.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        return func(*args, **(kwargs or {}))
 
 
 # --------------------------------------------------------------------------- running
@@ -593,7 +594,8 @@ def _record_forward(
         # back by the swap itself, what the forward rebinds is put back here first.
         stack.enter_context(_restored_attributes(model))
         stack.enter_context(_counting_hooks(model, recorder))
-        stack.enter_context(_mha_fastpath_disabled())
+        if not on_meta:
+            stack.enter_context(_NoFusedAttention())
         stack.enter_context(_FunctionalOpCounter(recorder, _META_CACHE if on_meta else None))
         _call_model(model, inputs, forward_fn)
     return recorder
