@@ -395,6 +395,81 @@ def test_growingreg_attention_counts_crossing_weights_once():
                       "mha.out_proj.weight": reg * k_out * d["mha.out_proj.weight"]})
 
 
+class WideConvNet(nn.Module):
+    """conv1(3->30) -> bn1 -> relu -> conv2(30->30) -> bn2 -> relu -> pool -> fc(30->4): two groups of 30 units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 30, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(30)
+        self.conv2 = nn.Conv2d(30, 30, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(30)
+        self.fc = nn.Linear(30, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def _grown_units(pruner, reg):
+    """Per group root, the units whose lambda grew above ``reg``."""
+    return {name: sorted((lam > reg).nonzero().flatten().tolist()) for name, lam in pruner.group_lambdas().items()}
+
+
+def _weakest_units(pruner, counts):
+    out = {}
+    for g in pruner.DG.get_all_groups():
+        scores = tp.pruner.planning.unit_scores(g, pruner.estimate_importance(g))
+        out[g.root_name] = sorted(torch.argsort(scores, stable=True)[:counts[g.root_name]].tolist())
+    return out
+
+
+def test_growingreg_under_a_budget_grows_what_the_budget_prunes():
+    """target_macs=0.7 and no pruning_ratio: the penalty grows on the units the budget removes, not on half."""
+    m = _seeded(WideConvNet)
+    reg, delta = 1e-3, 2e-3
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    pruner = GrowingRegPruner(m, x, reg=reg, delta_reg=delta, target_macs=0.7)
+    assert pruner.pruning_ratio is None  # no made-up ratio under a budget
+    macs_before = tp.utils.count_ops_and_params(m, x)[0]
+    pruner.update_regularizer()
+    grown = _grown_units(pruner, reg)
+    lam = pruner.group_lambdas()
+    for name, units in grown.items():
+        torch.testing.assert_close(lam[name][units], torch.full((len(units),), reg + delta))  # grew by delta_reg
+    assert grown == _weakest_units(pruner, {name: len(units) for name, units in grown.items()})
+    pruner.step()
+    removed = {"conv1": 30 - m.conv1.out_channels, "conv2": 30 - m.conv2.out_channels}
+    assert {name: len(units) for name, units in grown.items()} == removed  # exactly the units the budget prunes
+    assert all(0 < n < 15 for n in removed.values()), removed  # half would be 15 per group
+    macs_after = tp.utils.count_ops_and_params(m, x)[0]
+    assert abs(macs_after / macs_before - 0.7) < 0.02
+
+
+def test_growingreg_pruning_ratio_grows_that_fraction():
+    m = _seeded(WideConvNet)
+    reg, delta = 1e-3, 1e-3
+    pruner = GrowingRegPruner(m, torch.randn(2, 3, 8, 8), reg=reg, delta_reg=delta, pruning_ratio=0.2)
+    pruner.update_regularizer()
+    grown = _grown_units(pruner, reg)
+    assert {name: len(units) for name, units in grown.items()} == {"conv1": 6, "conv2": 6}  # 20% of 30
+    assert grown == _weakest_units(pruner, {"conv1": 6, "conv2": 6})
+    pruner.update_regularizer()
+    torch.testing.assert_close(pruner.group_lambdas()["conv1"][grown["conv1"]], torch.full((6,), reg + 2 * delta))
+
+
+def test_budget_pruners_keep_pruning_ratio_unset():
+    m = _seeded(WideConvNet)
+    x = torch.randn(2, 3, 8, 8)
+    for cls in (MetaPruner, GroupNormPruner, BNScalePruner, GrowingRegPruner):
+        assert cls(m, x, target_params=0.6).pruning_ratio is None
+    assert MetaPruner(m, x).pruning_ratio == 0.5  # Torch-Pruning's default, without a budget only
+    ratio = MetaPruner(m, x, target_macs=0.7).final_channel_ratio()
+    assert 0.05 < ratio < 0.3, ratio  # about 1 - sqrt(0.7), not 0.5
+    assert MetaPruner(m, x, pruning_ratio=0.3, iterative_steps=3).final_channel_ratio() == pytest.approx(0.3)
+
+
 # --------------------------------------------------------------------- the seed's loop
 def _sparse_train(model, pruner, train_loader, optimizer, epochs):
     # A function, so that the last `out`/`loss` (and their autograd graph) are gone before

@@ -51,7 +51,9 @@ class MetaPruner:
             ``"taylor"``, ``"hessian"``, ``"bn_scale"``, ``"lamp"``, ``"fpgm"``,
             ``"random"``). Default: L2 group magnitude.
         pruning_ratio: fraction of each group's channels to remove (a *channel* ratio,
-            so parameters fall roughly by ``1 - (1 - r)^2``).
+            so parameters fall roughly by ``1 - (1 - r)^2``). Default 0.5 without a
+            budget; with ``target_macs`` / ``target_params`` it must be left out and stays
+            ``None``: the ratio then comes from the budget (see :meth:`final_channel_ratio`).
         pruning_ratio_dict: per-layer ratios. Keys are modules, dotted names, or tuples
             of them; a tuple forms one scope ranked jointly (as in isomorphic pruning).
         max_pruning_ratio: no group loses more than this fraction (global pruning).
@@ -123,7 +125,10 @@ class MetaPruner:
         for name, b in (("target_macs", target_macs), ("target_params", target_params)):
             if b is not None and not (isinstance(b, int | float) and 0 < b <= 1):
                 raise ValueError(f"{name} is the fraction to keep and must be in (0, 1], got {b!r}")
-        self.pruning_ratio = _check_ratio("pruning_ratio", 0.5 if pruning_ratio is None else pruning_ratio)
+        # Under a budget there is no channel ratio of the user's: None, so that nothing can
+        # use a made-up one. Whatever needs a ratio asks _channel_ratio_for_step().
+        self.pruning_ratio: float | None = None if budgets else _check_ratio(
+            "pruning_ratio", 0.5 if pruning_ratio is None else pruning_ratio)
         self.max_pruning_ratio = _check_ratio("max_pruning_ratio", max_pruning_ratio, upper_inclusive=True)
         self.head_pruning_ratio = _check_ratio("head_pruning_ratio", head_pruning_ratio)
         if not isinstance(iterative_steps, int) or isinstance(iterative_steps, bool) or iterative_steps < 1:
@@ -308,14 +313,30 @@ class MetaPruner:
                 yield graph.group_for_units(plan.group, plan.remove)
 
     def _channel_ratio_at_step(self) -> float:
+        return self._channel_ratio_for_step(self.current_step)
+
+    def final_channel_ratio(self) -> float:
+        """The channel ratio (a fraction of each group's *initial* units) the last step prunes to.
+
+        ``pruning_ratio`` without a budget. Under ``target_macs`` / ``target_params``, the
+        ratio that :func:`~lightning_prune.engine.pruner.budget.solve_ratio_for_budget`
+        finds for the final target, from the model and importance as they are now: a few
+        trial prunes of meta-device clones, so it costs about as much as a budget step's
+        planning. Groups named in ``pruning_ratio_dict`` use their own ratio either way.
+        """
+        return self._channel_ratio_for_step(self.iterative_steps)
+
+    def _channel_ratio_for_step(self, step: int) -> float:
+        """The channel ratio that step ``step`` (1 to ``iterative_steps``) of the schedule reaches."""
         if self._budget_base is None:
+            assert self.pruning_ratio is not None  # set whenever there is no budget
             schedule = check_schedule(self.scheduler(self.pruning_ratio, self.iterative_steps),
                                       self.iterative_steps, self.pruning_ratio)
-            return schedule[self.current_step]
+            return schedule[step]
         base_macs, base_params = self._budget_base
         keep = self.target_macs if self.target_macs is not None else self.target_params
         removed = check_schedule(self.scheduler(1 - keep, self.iterative_steps), self.iterative_steps, 1 - keep)
-        fraction = 1 - removed[self.current_step]
+        fraction = 1 - removed[step]
         metric = "macs" if self.target_macs is not None else "params"
         base = base_macs if metric == "macs" else base_params
         return solve_ratio_for_budget(self, metric, fraction * base)

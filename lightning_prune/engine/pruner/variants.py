@@ -35,7 +35,7 @@ from ..graph import Group
 from ..importance import BNScaleImportance, GroupMagnitudeImportance, RandomImportance
 from ..importance.slices import ChannelSlice, channel_slices, item_key
 from .meta import MetaPruner
-from .planning import keep_count, unit_scores
+from .planning import unit_scores
 
 __all__ = ["BNScalePruner", "GroupNormPruner", "GrowingRegPruner", "MagnitudePruner", "RandomPruner"]
 
@@ -476,12 +476,12 @@ class GrowingRegPruner(_SparsePruner):
     """Growing regularization (Wang et al., ICLR 2021, "Neural Pruning via Growing Regularization").
 
     Every unit of every group has its own L2 penalty ``lambda_u``, starting at ``reg``.
-    Each ``update_regularizer()`` re-ranks the units by importance and raises ``lambda_u``
-    by ``delta_reg`` for the units that would be pruned now (the weakest
-    ``pruning_ratio`` of each group, honouring ``pruning_ratio_dict``, ``round_to`` and
-    ``max_pruning_ratio``). ``regularize()`` adds ``lambda_u * w`` (the gradient of
-    ``lambda_u / 2 * ||w_u||^2``) to every weight of unit ``u`` in every layer of the
-    group, BatchNorm scales included.
+    Each ``update_regularizer()`` (once per epoch) re-ranks the units by importance and
+    raises ``lambda_u`` by ``delta_reg`` for the units that the final target would prune
+    now: the plan ``step()`` makes for ``pruning_ratio``, or under ``target_macs`` /
+    ``target_params`` for the channel ratio the budget implies (never a default ratio).
+    ``regularize()`` adds ``lambda_u * w`` (the gradient of ``lambda_u / 2 * ||w_u||^2``)
+    to every weight of unit ``u`` in every layer of the group, BatchNorm scales included.
 
     Penalties are kept per unit across refreshes. After a prune, the surviving units of
     a group keep theirs when the graph was not rebuilt (channel pruning); otherwise a
@@ -529,21 +529,25 @@ class GrowingRegPruner(_SparsePruner):
         return {name: lam.clone() for name, (_, _, lam) in self._lambdas.items()}
 
     def update_regularizer(self) -> None:
-        """Re-read the groups and importance; grow the penalty of the units that would be pruned."""
+        """Grow the penalty of the units that the pruner's target would remove now.
+
+        Call it once at the start of every epoch of sparse training (before the epoch's
+        first ``regularize()``), and not per batch: each call raises ``lambda_u`` by
+        ``delta_reg``, so the number of calls sets how strong the penalty gets. It re-reads
+        the groups and the importance, then plans the final target as ``step()`` would
+        (:meth:`~MetaPruner.final_channel_ratio`: ``pruning_ratio``, or under
+        ``target_macs`` / ``target_params`` the ratio the budget solver finds, with
+        ``pruning_ratio_dict``, ``round_to``, ``max_pruning_ratio`` and global or
+        isomorphic ranking applied) and grows ``lambda_u`` of exactly the units that plan
+        removes. Once the target is reached, nothing grows.
+        """
         self._refresh()
+        ratio = self.final_channel_ratio()
         with torch.no_grad():
-            for name, g in self._groups_now:
-                n = len(g.units)
-                target = self._ratio_for(g, self.pruning_ratio, self.pruning_ratio_dict)
-                unit_size = len(g.units[0]) if g.units else 1
-                keep = keep_count(self._initial_units.get(name, n), target, self.max_pruning_ratio, unit_size,
-                                  self.round_to)
-                count = n - keep
-                if count <= 0:
-                    continue
-                scores = unit_scores(g, self.estimate_importance(g))
-                weakest = torch.argsort(scores, stable=True)[:count]
-                self._lambdas[name][2][weakest] += self.delta_reg
+            for plan in self._plans(self.DG, ratio):
+                entry = self._lambdas.get(plan.root_name)
+                if plan.remove and entry is not None:
+                    entry[2][torch.as_tensor(plan.remove, dtype=torch.long)] += self.delta_reg
 
     def regularize(self, model: nn.Module | None = None) -> None:
         """Add ``lambda_u * w`` to the gradients (after backward, before the optimizer step).
