@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from . import engine  # noqa: E402
 
-_LAZY = {"PruningCallback", "PruningSchedule", "load_pruned_checkpoint"}
+_LAZY = {"PruningCallback", "PruningCheckpointMixin", "PruningSchedule", "load_pruned_checkpoint"}
 
 
 def __getattr__(name: str):

@@ -83,6 +83,17 @@ class Probe(Callback):
         self.lr.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
+class StopAfter(Callback):
+    """Stops the fit after ``epoch``, as an interruption would (max_epochs stays as configured)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch >= self.epoch:
+            trainer.should_stop = True
+
+
 def test_prunes_exactly_on_the_scheduled_epochs_and_training_continues():
     pl.seed_everything(0)
     model = Net()
@@ -133,19 +144,20 @@ def test_adam_moments_of_kept_channels_survive_the_prune():
 
 
 def test_resume_mid_schedule_matches_an_uninterrupted_run(tmp_path):
-    def run(max_epochs, ckpt=None, root=None):
+    def run(max_epochs, ckpt=None, root=None, stop_after=None):
         pl.seed_everything(0)
         model = Net()
         cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[1, 3], recalibration_batches=2)
         ck = ModelCheckpoint(dirpath=root, save_last=True, every_n_epochs=1) if root else None
-        t = trainer(max_epochs, [cb] + ([ck] if ck else []), tmp_path=root)
+        extra = [StopAfter(stop_after)] if stop_after is not None else []
+        t = trainer(max_epochs, [cb] + ([ck] if ck else []) + extra, tmp_path=root)
         # Lightning does not restore a shuffling RNG on resume, so a reproducible data order is
         # part of "deterministic settings" here.
         t.fit(model, *loaders(shuffle=False), ckpt_path=ckpt)
         return model
 
     a = run(5)
-    run(2, root=tmp_path / "b")  # stops between the two prunes
+    run(5, root=tmp_path / "b", stop_after=1)  # interrupted between the two prunes
     b = run(5, ckpt=str(tmp_path / "b" / "last.ckpt"), root=tmp_path / "b2")
     assert {n: p.shape for n, p in a.state_dict().items() if n != HISTORY_KEY} == \
         {n: p.shape for n, p in b.state_dict().items() if n != HISTORY_KEY}
@@ -278,8 +290,11 @@ def test_each_prune_logs_params_macs_and_per_layer_widths():
     cb = PruningCallback(pruning_ratio=0.5, pruning_steps=2, start_epoch=1, recalibrate_bn=False)
     pl.Trainer(max_epochs=3, callbacks=[cb], logger=logger, enable_progress_bar=False, enable_model_summary=False,
                enable_checkpointing=False).fit(model, *loaders())
-    prunes = [m for m in logger.metrics if "pruning/params" in m]
-    assert len(prunes) == 2
+    prunes = [m for m in logger.metrics if "pruning/step" in m]
+    dense = [m for m in logger.metrics if "pruning/params" in m and "pruning/step" not in m]
+    assert len(prunes) == 2 and [m["epoch"] for m in prunes] == [1.0, 2.0]  # each point carries its epoch
+    assert len(dense) == 1 and dense[0]["epoch"] == 1.0  # the dense baseline, logged before the first prune
+    assert dense[0]["pruning/params"] == sum(p.numel() for p in Net().parameters()) > prunes[0]["pruning/params"]
     assert prunes[0]["pruning/params"] > prunes[1]["pruning/params"] == sum(p.numel() for p in model.parameters())
     assert prunes[1]["pruning/width/blocks.0.conv1"] == model.blocks[0].conv1.out_channels == 8
     assert prunes[0]["pruning/width/blocks.0.conv1"] == 12

@@ -2,37 +2,50 @@
 
 One hook, one job:
 
-* ``setup``: build the dependency graph and the pruner (errors stop the fit here, before
-  any checkpoint is written) and install the checkpoint hooks;
-* ``on_after_backward``: add the sparse-training regularizer's gradient;
-* ``on_train_epoch_start``: at scheduled epochs, prune, slice optimizer state, re-wrap DDP,
-  recalibrate BatchNorm and log the new size;
-* ``state_dict`` / ``load_state_dict``: the history (primitives only) and the schedule position.
+* ``setup``: check everything a prune will need (schedule against the Trainer, example
+  input, batches, gradient passes, optimization mode), build the dependency graph and the
+  pruner, and attach the module's pruning history (so every checkpoint loads);
+* ``on_before_optimizer_step``: add the sparse-training regularizer's gradient, once per
+  optimizer step, to unscaled gradients;
+* ``on_train_epoch_start``: at scheduled epochs, prune as one transaction (step, optimizer
+  state, DDP re-wrap, BatchNorm recalibration: all of it or none), then log the new size;
+  on its own schedule, let the regularizer update;
+* ``on_validation_end``: follow the monitored metric (last and best, dense and pruned);
+* ``on_fit_end``: the before -> after summary, to the console and the loggers, and the export;
+* ``state_dict`` / ``load_state_dict``: schedule position, dense baseline, metric history.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import logging
-from collections.abc import Iterator
+import os
+import warnings
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 import lightning_prune.engine as tp
+from lightning_prune.engine.inputs import call_model, move_inputs
 from lightning_prune.engine.optim_state import slice_optimizers
 
-from .checkpoint import HistoryHooks
+from . import options
+from .batches import default_batch_to_input, module_device, side_pass, training_batches, training_loss
+from .checkpoint import PruningCheckpointMixin
+from .distributed import decisions_agree, reduce_importance_inputs, rewrap_ddp
+from .export import export_module
+from .history import ModuleHistory
 from .schedule import PruningSchedule
-
-log = logging.getLogger(__name__)
+from .summary import MetricTracker, format_summary, measure, summary_metrics, summary_rows
+from .transaction import PruneTransaction
 
 _REGULARIZED = {"bn_scale": "BNScalePruner", "group_norm": "GroupNormPruner", "growing_reg": "GrowingRegPruner"}
-_NEEDS_GRADIENTS = ("taylor", "hessian")
+
+
+class _NothingPruned(Exception):
+    """Every group of a step was refused: the step does not count."""
 
 
 class PruningCallback(Callback):
@@ -40,8 +53,10 @@ class PruningCallback(Callback):
 
     Args:
         importance: ``"magnitude"``, ``"l1"``, ``"taylor"``, ``"hessian"``, ``"bn_scale"``,
-            ``"lamp"``, ``"fpgm"``, ``"random"``, or an importance object.
-        pruning_ratio: fraction of each group's channels removed by the end of the schedule.
+            ``"lamp"``, ``"fpgm"``, ``"random"``, or an importance object. A criterion whose
+            class sets ``needs_gradients`` gets backward passes on training batches first.
+        pruning_ratio: fraction of each group's channels removed by the end of the schedule
+            (default 0.5 when no budget is given).
         target_macs: instead of a ratio, keep this fraction of the initial MACs (e.g. 0.5).
         target_params: instead of a ratio, keep this fraction of the initial parameters.
         pruning_steps: number of prunes, at ``start_epoch``, ``start_epoch + every_n_epochs``, ...
@@ -59,19 +74,29 @@ class PruningCallback(Callback):
         max_pruning_ratio: no group loses more than this fraction.
         prune_num_heads: also remove whole attention heads.
         head_pruning_ratio: fraction of heads removed by the end of the schedule.
+        num_heads: ``{layer name or glob: heads}``; the graph's heads are checked against it.
+        customized_pruners: ``{layer class: LayerPruner}``; from YAML, import paths of both.
+        unwrapped_parameters: ``{"dotted.param": dim}`` for parameters outside any layer.
+        forward_fn: ``forward_fn(model, example_input)`` for tracing (callable or import path).
+        output_transform: maps the model output to tensors for tracing (callable or import path).
         regularization: sparse training between prunes: none, bn_scale, group_norm, growing_reg.
         regularization_strength: the regularizer's ``reg``.
+        delta_reg: growth of the penalty per update (``growing_reg`` only).
+        update_regularizer_every_n_epochs: the regularizer re-ranks channels (GrowingReg grows
+            its penalty) at the start of every this many epochs.
         example_input: ``"example_input_array"`` (the LightningModule attribute),
-            ``"first_batch"`` (input of the first training batch), or a shape like ``[1, 1, 8, 8]``.
+            ``"first_batch"`` (model input of the first training batch), or a shape like ``[1, 1, 8, 8]``.
+        input_key: where the model input sits in a batch (a dict key or tuple index); see
+            :meth:`batch_to_input`.
         recalibrate_bn: re-estimate BatchNorm statistics after each prune.
         recalibration_batches: training batches used for that.
         importance_batches: training batches whose gradients feed gradient-based importances.
-        monitor: metric shown before the first prune and at the end of fit (e.g. ``val_acc``).
+        monitor: metric reported before and after (last and best value), e.g. ``val_acc``.
+        monitor_mode: ``"max"`` if higher is better, ``"min"`` otherwise.
         export_path: where to save the pruned model at the end of fit.
-        export_format: ``"pt"`` (pruning history + weights; load it into a fresh module with
-            ``lightning_prune.load_pruned_checkpoint``), ``"torch_export"`` (a
-            ``torch.export`` program, load with ``torch.export.load``) or ``"onnx"`` (needs the
-            ``onnx`` and ``onnxscript`` packages).
+        export_format: ``"pt"`` (pruning history + weights; loads into a fresh module or the
+            bare network with ``lightning_prune.load_pruned_checkpoint``), ``"torch_export"``
+            (a ``torch.export`` program with a dynamic batch dimension) or ``"onnx"``.
     """
 
     def __init__(
@@ -94,13 +119,22 @@ class PruningCallback(Callback):
         max_pruning_ratio: float = 1.0,
         prune_num_heads: bool = False,
         head_pruning_ratio: float = 0.0,
+        num_heads: dict[str, int] | None = None,
+        customized_pruners: dict[Any, Any] | None = None,
+        unwrapped_parameters: dict[str, int] | list | None = None,
+        forward_fn: Any = None,
+        output_transform: Any = None,
         regularization: Literal["none", "bn_scale", "group_norm", "growing_reg"] = "none",
         regularization_strength: float = 1e-4,
+        delta_reg: float | None = None,
+        update_regularizer_every_n_epochs: int = 1,
         example_input: str | list[int] = "example_input_array",
+        input_key: str | int | None = None,
         recalibrate_bn: bool = True,
         recalibration_batches: int = 16,
         importance_batches: int = 8,
         monitor: str | None = "val_acc",
+        monitor_mode: Literal["max", "min"] = "max",
         export_path: str | None = None,
         export_format: Literal["pt", "torch_export", "onnx"] = "pt",
     ) -> None:
@@ -110,337 +144,355 @@ class PruningCallback(Callback):
         for name, value in (("pruning_ratio", pruning_ratio), ("head_pruning_ratio", head_pruning_ratio)):
             if value is not None and not (isinstance(value, int | float) and 0 <= value < 1):
                 raise ValueError(f"PruningCallback: {name} must be in [0, 1), got {value!r}")
-        if regularization not in ("none", *_REGULARIZED):
-            raise ValueError(f"PruningCallback: regularization must be one of none, {', '.join(_REGULARIZED)}; "
-                             f"got {regularization!r}")
+        _choice("regularization", regularization, ("none", *_REGULARIZED))
+        _choice("monitor_mode", monitor_mode, ("max", "min"))
+        _choice("export_format", export_format, ("pt", "torch_export", "onnx"))
+        if delta_reg is not None and regularization != "growing_reg":
+            raise ValueError(f"PruningCallback: delta_reg is the growth of GrowingReg's penalty; it needs "
+                             f"regularization='growing_reg' (got {regularization!r})")
+        if not isinstance(update_regularizer_every_n_epochs, int) or update_regularizer_every_n_epochs < 1:
+            raise ValueError(f"PruningCallback: update_regularizer_every_n_epochs must be an int >= 1, got "
+                             f"{update_regularizer_every_n_epochs!r}")
         if isinstance(example_input, str) and example_input not in ("example_input_array", "first_batch"):
             raise ValueError("PruningCallback: example_input must be 'example_input_array', 'first_batch' or a "
                              f"shape such as [1, 3, 32, 32]; got {example_input!r}")
-        if isinstance(importance, str):
-            tp.importance.get_importance(importance)  # fail now on an unknown name
+        self.importance = tp.importance.get_importance(importance) if isinstance(importance, str) else importance
         self.schedule = PruningSchedule.build(pruning_steps, start_epoch, every_n_epochs, schedule, prune_epochs,
                                               schedule_fractions)
-        self.importance = importance
-        self.pruning_ratio = pruning_ratio
-        self.target_macs = target_macs
-        self.target_params = target_params
+        self.pruner_kwargs: dict[str, Any] = dict(
+            pruning_ratio=pruning_ratio, target_macs=target_macs, target_params=target_params, round_to=round_to,
+            global_pruning=global_pruning, isomorphic=isomorphic, max_pruning_ratio=max_pruning_ratio,
+            prune_num_heads=prune_num_heads, head_pruning_ratio=head_pruning_ratio,
+        )
         self.ignored_layers = list(ignored_layers or [])
         self.pruning_ratio_dict = dict(pruning_ratio_dict or {})
-        self.round_to = round_to
-        self.global_pruning = global_pruning
-        self.isomorphic = isomorphic
-        self.max_pruning_ratio = max_pruning_ratio
-        self.prune_num_heads = prune_num_heads
-        self.head_pruning_ratio = head_pruning_ratio
+        self.num_heads = dict(num_heads or {})
+        self.customized_pruners = options.customized_pruners(customized_pruners)
+        self.unwrapped_parameters = unwrapped_parameters
+        self.forward_fn = options.callable_or_none(forward_fn, "forward_fn")
+        self.output_transform = options.callable_or_none(output_transform, "output_transform")
         self.regularization = regularization
         self.regularization_strength = regularization_strength
+        self.delta_reg = delta_reg
+        self.update_regularizer_every_n_epochs = update_regularizer_every_n_epochs
         self.example_input = example_input
+        self.input_key = input_key
         self.recalibrate_bn = recalibrate_bn
         self.recalibration_batches = recalibration_batches
         self.importance_batches = importance_batches
         self.monitor = monitor
         self.export_path = export_path
-        if export_format not in ("pt", "torch_export", "onnx"):
-            raise ValueError(f"PruningCallback: export_format must be pt, torch_export or onnx, got {export_format!r}")
         self.export_format = export_format
         self.pruner: tp.pruner.MetaPruner | None = None
-        self._hooks: HistoryHooks | None = None
-        self._before: dict[str, float] = {}
-        self._events: list[dict[str, float]] = []
+        self.summary: dict[str, Any] | None = None
+        self._example: Any = None
+        self._dense: dict[str, float] = {}
+        self._metric = MetricTracker(monitor_mode)
+
+    # ------------------------------------------------------------------ overridable
+    def batch_to_input(self, batch: Any, pl_module: pl.LightningModule) -> Any:
+        """The model input in a training batch: what ``pl_module(input)`` is called with.
+
+        Used for ``example_input="first_batch"`` and BatchNorm recalibration. The default
+        takes a tensor as is, the first element of a tuple or list, and from a dict or a
+        dataclass the ``input_key`` entry or the first of ``"input"``, ``"inputs"``,
+        ``"x"``, ``"image"``, ``"images"``, ``"pixel_values"``, ``"input_ids"``. Override it
+        for anything else. A dict returned here is passed as keyword arguments.
+        """
+        return default_batch_to_input(batch, self.input_key)
+
+    def importance_loss(self, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The loss whose gradients feed gradient-based importance; default: what
+        ``training_step`` returns. Override it under manual optimization, where
+        ``training_step`` steps the optimizers itself."""
+        return training_loss(pl_module, batch, batch_idx)
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._hooks is None:
-            self._hooks = HistoryHooks(pl_module, self._history)
-            self._hooks.on_replayed = self._after_replay  # type: ignore[method-assign]
+        history = ModuleHistory.of(pl_module)
+        if self._follow_module not in history.listeners:
+            history.listeners.append(self._follow_module)
         if stage != "fit" or self.pruner is not None:
             return
-        example = self._resolve_example_input(trainer, pl_module)
-        modules = dict(pl_module.named_modules())
-        ignored = [modules[n] for n in _match(modules, self.ignored_layers, "ignored_layers")]
-        ratio_dict = {}
-        for pattern, ratio in self.pruning_ratio_dict.items():
-            names = _match(modules, [pattern], "pruning_ratio_dict")
-            ratio_dict[tuple(modules[n] for n in names) if len(names) > 1 else modules[names[0]]] = ratio
-        cls = getattr(tp.pruner, _REGULARIZED.get(self.regularization, "MetaPruner"))
-        kwargs: dict[str, Any] = {}
-        if self.regularization != "none":
-            kwargs["reg"] = self.regularization_strength
-        with _training_mode(pl_module, False), torch.enable_grad():
-            self.pruner = cls(
-                pl_module, example, importance=self.importance, pruning_ratio=self.pruning_ratio,
-                target_macs=self.target_macs, target_params=self.target_params,
-                pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, round_to=self.round_to,
-                global_pruning=self.global_pruning, isomorphic=self.isomorphic,
-                max_pruning_ratio=self.max_pruning_ratio, prune_num_heads=self.prune_num_heads,
-                head_pruning_ratio=self.head_pruning_ratio, iterative_steps=self.schedule.steps,
-                iterative_pruning_ratio_scheduler=self.schedule.scheduler, **kwargs,
-            )
-        self._example = example
+        self._check_trainer(trainer, pl_module)
+        self._example = self._resolve_example_input(trainer, pl_module)
+        self._check_batches(trainer, pl_module)
+        self.pruner = self._build_pruner(pl_module)
+        self._history_offset = len(history.records)
+        if not isinstance(pl_module, PruningCheckpointMixin):
+            rank_zero_warn(f"PruningCallback: {type(pl_module).__name__} does not inherit "
+                           f"lightning_prune.PruningCheckpointMixin, so {type(pl_module).__name__}.load_from_checkpoint "
+                           f"cannot load this run's pruned checkpoints; add it to the class bases, or load them with "
+                           f"lightning_prune.load_pruned_checkpoint")
+
+    def _check_trainer(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs >= 0:
+            late = [e for e in self.schedule.epochs if e >= max_epochs]
+            if late:
+                raise ValueError(f"PruningCallback: prune epochs {late} are never reached: Trainer(max_epochs="
+                                 f"{max_epochs}) runs epochs 0..{max_epochs - 1}. Raise max_epochs or move the "
+                                 f"schedule (start_epoch, every_n_epochs, pruning_steps or prune_epochs)")
+        needs_grad = bool(getattr(self.importance, "needs_gradients", False))
+        if needs_grad and not pl_module.automatic_optimization and \
+                type(self).importance_loss is PruningCallback.importance_loss:
+            raise ValueError(
+                f"PruningCallback: {type(self.importance).__name__} needs gradients, and {type(pl_module).__name__} "
+                f"uses manual optimization, whose training_step steps the optimizers itself, so the callback cannot "
+                f"call it for a loss. Subclass PruningCallback and override importance_loss(pl_module, batch, "
+                f"batch_idx), or use a criterion that needs no gradients (magnitude, lamp, fpgm, bn_scale)")
 
     def _resolve_example_input(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
         if isinstance(self.example_input, list | tuple):
             shape = [int(s) for s in self.example_input]
-            dtype = next((p.dtype for p in pl_module.parameters()), torch.float32)
-            return torch.zeros(shape, dtype=dtype, device=pl_module.device)
+            dtype = next((p.dtype for p in pl_module.parameters() if p.is_floating_point()), torch.float32)
+            return torch.zeros(shape, dtype=dtype, device=module_device(pl_module))
         if self.example_input == "example_input_array":
             example = getattr(pl_module, "example_input_array", None)
             if example is None:
                 raise ValueError(
                     f"PruningCallback: {type(pl_module).__name__}.example_input_array is not set. Set it in "
-                    f"__init__, or pass example_input='first_batch' or an input shape such as [1, 3, 32, 32]"
-                )
-            return example
-        batch = next(_training_batches(trainer, 1), None)
+                    f"__init__, or pass example_input='first_batch' or an input shape such as [1, 3, 32, 32]")
+            return move_inputs(example, module_device(pl_module))
+        batch = next(iter(training_batches(trainer, 1)), None)
         if batch is None:
             raise ValueError("PruningCallback: example_input='first_batch' but no training dataloader could be "
                              "read at setup; set example_input_array or pass an input shape")
-        return _model_input(batch)
+        return self._model_input(pl_module, batch)
+
+    def _model_input(self, pl_module: pl.LightningModule, batch: Any) -> Any:
+        device = module_device(pl_module)
+        return move_inputs(self.batch_to_input(pl_module.transfer_batch_to_device(batch, device, 0), pl_module),
+                           device)
+
+    def _check_batches(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run what a prune will run on one real batch now, not two epochs into the fit."""
+        needs_grad = bool(getattr(self.importance, "needs_gradients", False))
+        if not (self.recalibrate_bn and _has_batchnorm(pl_module)) and not needs_grad:
+            return
+        batch = next(iter(training_batches(trainer, 1)), None)
+        if batch is None:
+            raise ValueError("PruningCallback: recalibration and gradient-based importance read training batches, "
+                             "but no training dataloader could be read at setup")
+        if self.recalibrate_bn and _has_batchnorm(pl_module):
+            inputs = self._model_input(pl_module, batch)
+            with _eval_mode(pl_module), torch.no_grad():
+                call_model(pl_module, inputs)
+        if needs_grad:
+            self._gradient_pass(trainer, pl_module, [batch])
+            pl_module.zero_grad(set_to_none=True)
+            _reset_statistics(self.importance)
+
+    def _build_pruner(self, pl_module: pl.LightningModule) -> tp.pruner.MetaPruner:
+        modules = dict(pl_module.named_modules())
+        ignored = [modules[n] for n in options.match_modules(modules, self.ignored_layers, "ignored_layers")]
+        num_heads = {n: heads for pattern, heads in self.num_heads.items()
+                     for n in options.match_modules(modules, [pattern], "num_heads")}
+        cls = getattr(tp.pruner, _REGULARIZED.get(self.regularization, "MetaPruner"))
+        kwargs: dict[str, Any] = dict(self.pruner_kwargs)
+        if self.regularization != "none":
+            kwargs["reg"] = self.regularization_strength
+        if self.delta_reg is not None:
+            kwargs["delta_reg"] = self.delta_reg
+        with _eval_mode(pl_module), torch.enable_grad():
+            return cls(
+                pl_module, self._example, importance=self.importance, ignored_layers=ignored,
+                pruning_ratio_dict=options.layers_by_name(pl_module, self.pruning_ratio_dict, "pruning_ratio_dict")
+                or None, num_heads=num_heads or None, customized_pruners=self.customized_pruners,
+                unwrapped_parameters=options.unwrapped_parameters(pl_module, self.unwrapped_parameters),
+                forward_fn=self.forward_fn, output_transform=self.output_transform,
+                iterative_steps=self.schedule.steps, iterative_pruning_ratio_scheduler=self.schedule.scheduler,
+                **kwargs,
+            )
 
     # ------------------------------------------------------------------ training
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.pruner is not None and not self._before:
-            self._before = self._size(pl_module)
-
-    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.pruner is not None and self.regularization != "none":
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if self.pruner is None or self.regularization == "none":
+            return
+        if pl_module.automatic_optimization:
+            self.pruner.regularize(pl_module)
+            return
+        with _only_gradients_of(optimizer, pl_module):  # each optimizer's own parameters, once per its step
             self.pruner.regularize(pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        step = self.schedule.step_at(trainer.current_epoch)
-        if self.pruner is None or step is None or self.pruner.current_step >= step:
+        if self.pruner is None:
             return
-        self._prune(trainer, pl_module)
+        step = self.schedule.step_at(trainer.current_epoch)
+        if step is not None and self.pruner.current_step < step:
+            self._prune(trainer, pl_module, step)
+        if self.regularization != "none" and trainer.current_epoch % self.update_regularizer_every_n_epochs == 0:
+            self.pruner.update_regularizer()
 
-    def _prune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _prune(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         assert self.pruner is not None
-        if self.pruner.current_step == 0:  # the dense model, as trained so far
-            self._before.update(self._quality(trainer, pl_module))
-        name = self.importance if isinstance(self.importance, str) else ""
-        if name in _NEEDS_GRADIENTS:
-            self._accumulate_gradients(trainer, pl_module)
-        with _training_mode(pl_module, False):
-            record = self.pruner.step()
-        pl_module.zero_grad(set_to_none=True)
-        slice_optimizers(trainer.optimizers, pl_module, record)
-        self._check_same_decision(trainer, record)
-        self._rewrap_ddp(trainer, pl_module)
-        if self._hooks is not None:
-            self._hooks.applied = len(self.pruner.pruning_history())
-        if self.recalibrate_bn:
-            batches = _training_inputs(trainer, self.recalibration_batches)
-            if batches:
-                tp.recalibrate_batchnorm(pl_module, batches)
-        size = self._size(pl_module)
-        size["epoch"] = float(trainer.current_epoch)
-        self._events.append(size)
-        metrics = {f"pruning/{k}": v for k, v in size.items() if k != "epoch"}
+        if not self._dense:  # the dense model, as trained so far
+            self._dense = measure(pl_module, self._example)
+            self._log(trainer, {f"pruning/{k}": self._dense[k] for k in ("params", "macs")})
+        if getattr(self.pruner.importance, "needs_gradients", False):
+            self._gradient_pass(trainer, pl_module, training_batches(trainer, self.importance_batches))
+        history = ModuleHistory.of(pl_module)
+        transaction = PruneTransaction(pl_module, list(trainer.optimizers), self.pruner)
+        length, rewrapped = len(history.records), False
+        try:
+            self.pruner.current_step = step - 1  # the schedule's position, even after a step that failed
+            with _eval_mode(pl_module), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "all .* pruning steps are done")
+                record = self.pruner.step()
+            if not decisions_agree(trainer, record):
+                raise RuntimeError("PruningCallback: DDP ranks made different pruning decisions; nothing was "
+                                   "pruned. Make the importance deterministic (seed RandomImportance) or reduce "
+                                   "its statistics across ranks (Importance.reduce_statistics)")
+            if not record["tensors"]:
+                raise _NothingPruned("; ".join(self.pruner.skipped[:3]) or "no group had channels to remove")
+            pl_module.zero_grad(set_to_none=True)
+            slice_optimizers(trainer.optimizers, pl_module, record)
+            history.extend([record])
+            rewrapped = True
+            rewrap_ddp(trainer, pl_module)
+            if self.recalibrate_bn and _has_batchnorm(pl_module):
+                inputs = [self._model_input(pl_module, b) for b in training_batches(trainer, self.recalibration_batches)]
+                tp.recalibrate_batchnorm(pl_module, inputs, forward_fn=call_model)
+        except BaseException as err:
+            transaction.rollback()
+            history.truncate(length)
+            if rewrapped:
+                rewrap_ddp(trainer, pl_module)
+            pl_module.zero_grad(set_to_none=True)
+            if not isinstance(err, _NothingPruned):
+                raise
+            rank_zero_warn(f"PruningCallback: epoch {trainer.current_epoch}: every group was refused, so prune "
+                           f"{step}/{self.schedule.steps} did not happen and does not count ({err})")
+            return
+        finally:
+            _reset_statistics(self.pruner.importance)
+        self._after_prune(trainer, pl_module)
+
+    def _gradient_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batches: list[Any]) -> None:
+        """Gradients (and accumulated statistics) for gradient-based importance, averaged over ranks."""
+        if not batches:
+            raise RuntimeError("PruningCallback: gradient-based importance needs training batches; none could be read")
+        importance = self.pruner.importance if self.pruner is not None else self.importance
+        _reset_statistics(importance)
+        device = module_device(pl_module)
+        with side_pass(pl_module), trainer.precision_plugin.train_step_context():
+            for i, batch in enumerate(batches):
+                loss = self.importance_loss(pl_module, pl_module.transfer_batch_to_device(batch, device, 0), i)
+                loss.backward()
+                accumulate = getattr(importance, "accumulate_grad", None)
+                if callable(accumulate):
+                    accumulate(pl_module)
+        reduce_importance_inputs(pl_module, importance)
+
+    def _after_prune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.pruner is not None
+        macs, params = tp.utils.count_ops_and_params(pl_module, self._example)
+        metrics = {"pruning/params": float(params), "pruning/macs": float(macs), "pruning/step": float(
+            self.pruner.current_step)}
         metrics.update({f"pruning/width/{n}": float(w) for n, w in tp.utils.layer_widths(pl_module).items()})
+        self._log(trainer, metrics)
+        rank_zero_info(f"[lightning-prune] epoch {trainer.current_epoch}: pruned step "
+                       f"{self.pruner.current_step}/{self.schedule.steps}: params {params / 1e6:.3f} M, "
+                       f"MACs {macs / 1e6:.2f} M")
+
+    def _log(self, trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+        metrics = {**metrics, "epoch": float(trainer.current_epoch)}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
-        rank_zero_info(f"[lightning-prune] epoch {trainer.current_epoch}: pruned step "
-                       f"{self.pruner.current_step}/{self.schedule.steps}: params {size['params'] / 1e6:.3f} M, "
-                       f"MACs {size['macs'] / 1e6:.2f} M")
 
-    def _accumulate_gradients(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Gradients for Taylor/Hessian importance, averaged over ranks so decisions agree."""
-        pl_module.zero_grad(set_to_none=True)
-        for i, batch in enumerate(_training_batches(trainer, self.importance_batches)):
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            out = pl_module.training_step(batch, i)
-            loss = out["loss"] if isinstance(out, dict) else out
-            loss.backward()
-            imp = self.pruner.importance if self.pruner is not None else None
-            if hasattr(imp, "accumulate_grad"):
-                imp.accumulate_grad(pl_module)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world = torch.distributed.get_world_size()
-            for p in pl_module.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= world
-
-    def _check_same_decision(self, trainer: pl.Trainer, record: dict) -> None:
-        if trainer.world_size <= 1:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pruner is None or not self.monitor or trainer.sanity_checking:
             return
-        reference = trainer.strategy.broadcast(record, src=0)
-        if reference != record:
-            raise RuntimeError("PruningCallback: ranks made different pruning decisions; make importance "
-                               "deterministic (seed RandomImportance) or use a data-independent criterion")
-
-    def _rewrap_ddp(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """DDP fixes its buckets at wrap time: wrap the pruned module again."""
-        strategy = trainer.strategy
-        if not hasattr(strategy, "configure_ddp") or trainer.world_size <= 1:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
             return
-        optimizers = strategy.optimizers
-        strategy.model = pl_module
-        strategy.configure_ddp()
-        strategy.optimizers = optimizers
+        if self.pruner.current_step == 0:
+            self._metric.update("dense", float(value))
+        elif self.pruner.current_step >= self.schedule.steps:
+            self._metric.update("pruned", float(value))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.pruner is None or not self._before:
+        if self.pruner is None:
             return
-        after = self._size(pl_module)
-        after.update(self._quality(trainer, pl_module))
-        rows = [("params (M)", "params", 1e-6), ("MACs (M)", "macs", 1e-6), ("latency (ms)", "latency_ms", 1.0),
-                (self.monitor or "", "metric", 1.0)]
-        lines = ["[lightning-prune] before -> after"]
-        for label, key, scale in rows:
-            if key in self._before and key in after:
-                b, a = self._before[key] * scale, after[key] * scale
-                lines.append(f"  {label:<13s} {b:10.4f} -> {a:10.4f}  ({a / b if b else float('nan'):.2%})")
-        rank_zero_info("\n".join(lines))
-        self.summary = {"before": dict(self._before), "after": after}
+        if self.pruner.current_step < self.schedule.steps:
+            rank_zero_warn(f"PruningCallback: the fit ended after {self.pruner.current_step} of "
+                           f"{self.schedule.steps} scheduled prunes (epochs {list(self.schedule.epochs)})")
+        if not self._dense:
+            return
+        after = measure(pl_module, self._example)
+        rows = summary_rows(self._dense, after, self._metric.values, self.monitor)
+        rank_zero_info(format_summary(rows))
+        self._log(trainer, summary_metrics(rows))
+        self.summary = {"before": dict(self._dense), "after": after, "metric": dict(self._metric.values)}
         if self.export_path and trainer.is_global_zero:
-            import os
-
             os.makedirs(os.path.dirname(self.export_path) or ".", exist_ok=True)
-            self._export(pl_module)
+            export_module(pl_module, self._example, self.export_path, self.export_format)
             rank_zero_info(f"[lightning-prune] saved the pruned model to {self.export_path} ({self.export_format})")
 
-    def _export(self, pl_module: pl.LightningModule) -> None:
-        if self.export_format == "pt":
-            torch.save({"state_dict": pl_module.state_dict(), "history": self._history()}, self.export_path)
-            return
-        example = (self._example,) if isinstance(self._example, torch.Tensor) else tuple(self._example)
-        with _training_mode(pl_module, False), torch.no_grad():
-            if self.export_format == "torch_export":
-                torch.export.save(torch.export.export(pl_module, example), self.export_path)
-                return
-            try:
-                import onnx  # noqa: F401
-                import onnxscript  # noqa: F401
-            except ImportError as err:
-                raise ImportError("export_format='onnx' needs the onnx and onnxscript packages: "
-                                  "pip install onnx onnxscript (or use export_format='torch_export')") from err
-            torch.onnx.export(pl_module, example, self.export_path)
-
-    def _quality(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        out = {"latency_ms": tp.utils.measure_latency(pl_module, self._example, warmup=5, repeats=30).median_ms}
-        value = trainer.callback_metrics.get(self.monitor) if self.monitor else None
-        if value is not None:
-            out["metric"] = float(value)
-        return out
-
-    def _size(self, pl_module: pl.LightningModule) -> dict[str, float]:
-        macs, params = tp.utils.count_ops_and_params(pl_module, self._example)
-        return {"params": float(params), "macs": float(macs)}
-
     # ------------------------------------------------------------------ state
-    def _history(self) -> list[dict]:
-        return self.pruner.pruning_history() if self.pruner is not None else []
-
-    def _after_replay(self, history: list[dict]) -> None:
-        """The module was reshaped from a checkpoint's history: follow it."""
+    def _follow_module(self, history: list[dict]) -> None:
+        """The module was reshaped to a checkpoint's history: the pruner follows it."""
         if self.pruner is not None:
-            self.pruner._history = [dict(r) for r in history]
-            self.pruner.current_step = len(history)
-            self.pruner.DG = self.pruner._build("offsets")
-            stale = getattr(self.pruner, "_mark_stale", None)
-            if callable(stale):
-                stale()
+            self.pruner.follow_history(history[self._history_offset:])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": 1, "current_step": self.pruner.current_step if self.pruner else 0,
-                "epochs": list(self.schedule.epochs)}
+        return {"version": 2, "current_step": self.pruner.current_step if self.pruner else 0,
+                "epochs": list(self.schedule.epochs), "dense": dict(self._dense),
+                "metric": dict(self._metric.values)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.pruner is not None and state_dict.get("current_step", 0) != self.pruner.current_step:
-            raise RuntimeError(
-                f"PruningCallback: the checkpoint says {state_dict.get('current_step')} prunes were done but the "
-                f"module's history replayed {self.pruner.current_step}; was it saved with another callback config?"
-            )
+        self._dense = dict(state_dict.get("dense", {}))
+        self._metric.values = dict(state_dict.get("metric", {}))
+        saved = list(state_dict.get("epochs", self.schedule.epochs))
+        if saved != list(self.schedule.epochs):
+            raise ValueError(f"PruningCallback: the checkpoint was written with prune epochs {saved}, this callback "
+                             f"has {list(self.schedule.epochs)}; resume with the same schedule")
+        if self.pruner is not None:
+            self.pruner.current_step = int(state_dict.get("current_step", self.pruner.current_step))
 
 
-def _match(modules: dict[str, nn.Module], patterns: list[str], arg: str) -> list[str]:
-    out: list[str] = []
-    for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise TypeError(f"PruningCallback: {arg} takes dotted module names or glob patterns, got {pattern!r}")
-        hits = [n for n in modules if n and (n == pattern or fnmatch.fnmatchcase(n, pattern))]
-        if not hits:
-            close = [n for n in modules if n and pattern.split(".")[-1] in n][:3]
-            raise ValueError(f"PruningCallback: {arg}: no module matches {pattern!r}"
-                             + (f"; did you mean {close}?" if close else ""))
-        out.extend(h for h in hits if h not in out)
-    return out
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"PruningCallback: {name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-class _training_mode:
-    def __init__(self, module: nn.Module, mode: bool) -> None:
-        self.module, self.mode = module, mode
+def _has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in module.modules())
+
+
+def _reset_statistics(importance: Any) -> None:
+    reset = getattr(importance, "zero_grad", None)
+    if callable(reset):
+        reset()
+
+
+class _eval_mode:  # noqa: N801 - a context manager used like a function
+    """Eval mode for the block; every module's own flag restored afterwards."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
 
     def __enter__(self) -> None:
         self.saved = [(m, m.training) for m in self.module.modules()]
-        self.module.train(self.mode)
+        self.module.eval()
 
     def __exit__(self, *exc: Any) -> None:
         for m, mode in self.saved:
             m.training = mode
 
 
-def _model_input(batch: Any) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    raise ValueError("PruningCallback: cannot tell the model input in a batch of type "
-                     f"{type(batch).__name__}; set example_input_array or pass an input shape")
+class _only_gradients_of:  # noqa: N801
+    """Hide the gradients of parameters that ``optimizer`` does not step, for the block."""
 
+    def __init__(self, optimizer: Any, module: nn.Module) -> None:
+        opt = getattr(optimizer, "optimizer", optimizer)
+        own = {id(p) for g in opt.param_groups for p in g["params"]}
+        self.hidden = [(p, p.grad) for p in module.parameters() if id(p) not in own and p.grad is not None]
 
-def _train_loader(trainer: pl.Trainer) -> Any:
-    loader = getattr(trainer, "train_dataloader", None)
-    source = getattr(trainer.fit_loop, "_data_source", None)  # loaders passed to fit(); Lightning 2.x
-    if loader is None and source is not None and source.is_defined():
-        loader = source.dataloader()
-    if loader is None:
-        dm = trainer.datamodule
-        if dm is not None and hasattr(dm, "train_dataloader"):
-            loader = dm.train_dataloader()
-        elif trainer.lightning_module is not None:
-            try:
-                loader = trainer.lightning_module.train_dataloader()
-            except Exception:  # noqa: BLE001 - not defined on this module
-                loader = None
-    return loader
+    def __enter__(self) -> None:
+        for p, _ in self.hidden:
+            p.grad = None
 
-
-def _training_batches(trainer: pl.Trainer, n: int) -> Iterator[Any]:
-    """Up to ``n`` training batches, without disturbing the global RNG (resume determinism)."""
-    loader = _train_loader(trainer)
-    if loader is None or n <= 0:
-        return iter(())
-    generators = _loader_generators(loader)
-    states = [g.get_state() for g in generators]
-    try:
-        with torch.random.fork_rng():
-            batches = []
-            for i, batch in enumerate(loader):
-                if i >= n:
-                    break
-                batches.append(batch)
-    finally:
-        for g, state in zip(generators, states):
-            g.set_state(state)
-    return iter(batches)
-
-
-def _loader_generators(loader: Any) -> list[torch.Generator]:
-    """Private generators a DataLoader shuffles with; reading extra batches must not advance them."""
-    found: list[torch.Generator] = []
-    for obj in (loader, getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
-        g = getattr(obj, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
-def _training_inputs(trainer: pl.Trainer, n: int) -> list[Any]:
-    module = trainer.lightning_module
-    out = []
-    for batch in _training_batches(trainer, n):
-        out.append(_model_input(module.transfer_batch_to_device(batch, module.device, 0)))
-    return out
-
-
+    def __exit__(self, *exc: Any) -> None:
+        for p, grad in self.hidden:
+            p.grad = grad

@@ -21,7 +21,7 @@ the model is left exactly as it was.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,7 +29,8 @@ from torch import nn
 
 from .pruning.base import slice_tensor
 
-__all__ = ["FORMAT", "apply_history", "apply_record", "load_state_dict", "state_dict"]
+__all__ = ["FORMAT", "apply_history", "apply_record", "architecture", "load_state_dict", "restore_architecture",
+           "state_dict"]
 
 #: Value of the ``"format"`` key of :func:`state_dict`'s output.
 FORMAT = "lightning_prune.pruned/1"
@@ -187,6 +188,66 @@ def _primitive_attributes(model: nn.Module) -> dict[str, Any]:
             if attr not in _MODULE_INTERNALS and _is_primitive(value):
                 attributes[f"{name}.{attr}" if name else attr] = value
     return attributes
+
+
+def architecture(model: nn.Module) -> dict[str, Any]:
+    """What a prune can change, without the weights: every tensor's shape, every primitive
+    module attribute, and the values of non-persistent buffers (which no ``state_dict``
+    restores). :func:`restore_architecture` puts a model back to it.
+    """
+    persistent = set(model.state_dict(keep_vars=True))
+    return {
+        "shapes": {name: list(t.shape) for name, t in _tensors(model).items()},
+        "attributes": _primitive_attributes(model),
+        "non_persistent_buffers": {
+            name: b.detach().clone() for name, b in model.named_buffers(remove_duplicate=False)
+            if name not in persistent
+        },
+    }
+
+
+def restore_architecture(model: nn.Module, spec: Mapping[str, Any],
+                         attributes: Iterable[str] | None = None) -> Callable[[], None]:
+    """Give ``model`` the shapes and width attributes of :func:`architecture`'s ``spec``.
+
+    Resized tensors get zero-filled storage (their values are meant to be loaded next);
+    tensors whose shape already matches are left alone. Only the attributes named in
+    ``attributes`` are reset (default: all those of ``spec``): a module's own bookkeeping
+    (Lightning's, say) must not be rewound with its widths. Parameters stay the same
+    objects. Returns a function that undoes the change.
+    """
+    tensors = _tensors(model)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    shapes = spec["shapes"]
+    unknown = sorted(set(shapes) - set(tensors))
+    if unknown:
+        raise ValueError(f"the architecture names tensors this model lacks: {unknown[:5]}")
+    wanted = spec["attributes"] if attributes is None else {
+        p: spec["attributes"][p] for p in attributes if p in spec["attributes"]}
+    undo = _Undo()
+    try:
+        with torch.no_grad():
+            for name, shape in shapes.items():
+                t = tensors[name]
+                if list(t.shape) != list(shape) and not isinstance(t, nn.parameter.UninitializedTensorMixin):
+                    undo.tensor(t)
+                    t.data = torch.zeros(shape, dtype=t.dtype, device=t.device)
+                    if t.grad is not None:
+                        t.grad = None
+            for name, value in spec.get("non_persistent_buffers", {}).items():
+                t = tensors[name]
+                undo.tensor(t)
+                t.data = value.to(device=t.device, dtype=t.dtype).clone()
+        for path, value in wanted.items():
+            module_name, attr = _split_attribute(str(path))
+            module = modules.get(module_name)
+            if module is not None and module.__dict__.get(attr, _MISSING) != value:
+                undo.attribute(module, attr)
+                setattr(module, attr, value)
+    except Exception:
+        undo.restore()
+        raise
+    return undo.restore
 
 
 def state_dict(model: nn.Module) -> dict[str, Any]:

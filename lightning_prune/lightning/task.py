@@ -8,12 +8,19 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..callback.checkpoint import PruningCheckpointMixin
 
-class ImageClassifier(pl.LightningModule):
+
+class ImageClassifier(PruningCheckpointMixin, pl.LightningModule):
     """Wraps any classifier ``nn.Module``; logs ``val_acc`` (torchmetrics top-1).
 
     The optimizer comes from ``configure_optimizers`` (Adam, ``lr``) unless LightningCLI's
     ``optimizer:`` / ``lr_scheduler:`` keys are used.
+
+    Hyperparameters are saved, so ``ImageClassifier.load_from_checkpoint(path)`` rebuilds
+    it, pruned checkpoints included (:class:`~lightning_prune.PruningCheckpointMixin`). Built
+    from LightningCLI, the network's own config is saved too; built in Python with a network
+    object, pass it again: ``ImageClassifier.load_from_checkpoint(path, model=SmallResNet(...))``.
 
     Args:
         model: the network, e.g. ``lightning_prune.models.SmallResNet``.
@@ -25,6 +32,9 @@ class ImageClassifier(pl.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int = 10, input_shape: list[int] | None = None,
                  lr: float = 3e-3) -> None:
         super().__init__()
+        self.save_hyperparameters()
+        if isinstance(self.hparams.get("model"), nn.Module):  # not a config: modules belong in the state dict
+            self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.lr = lr
         self.example_input_array = torch.zeros(input_shape or [1, 1, 8, 8])

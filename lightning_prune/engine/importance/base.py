@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ..indices import long_tensor
 from .slices import item_key
@@ -64,8 +65,25 @@ class Importance:
     (layer) at a time. See ``docs/importance.md`` for a worked example.
     """
 
+    #: Whether scores read ``.grad``: a pruner's caller (the Lightning callback) then runs
+    #: backward passes on training batches before scoring. A property of the class, so a
+    #: criterion declares what it needs instead of being recognised by name.
+    needs_gradients: ClassVar[bool] = False
+
     def __call__(self, group: Any) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(group)")
+
+    def accumulate_grad(self, model: nn.Module) -> None:
+        """Called after each backward pass of a gradient pass; criteria that keep running
+        statistics (:class:`GroupHessianImportance`) add the current gradients to them."""
+
+    def reduce_statistics(self, model: nn.Module, all_reduce_sum: Callable[[torch.Tensor], None]) -> None:
+        """Sum accumulated statistics over processes (DDP) with ``all_reduce_sum(tensor)``,
+        which works in place. Every process calls it, in the same order of tensors.
+        Criteria without statistics have nothing to do."""
+
+    def zero_grad(self) -> None:
+        """Forget accumulated statistics (start a new estimate)."""
 
     @contextlib.contextmanager
     def scoring_pass(self) -> Iterator[None]:

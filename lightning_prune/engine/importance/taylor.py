@@ -32,6 +32,8 @@ def _root_name(group: Any) -> str:
 class _GradientImportance(SliceImportance):
     """Shared logic: every slice needs a gradient-like statistic of the same shape."""
 
+    needs_gradients = True
+
     def statistic(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """The gradient information for ``tensor`` (same shape), or ``None`` if there is none."""
         raise NotImplementedError
@@ -175,6 +177,26 @@ class GroupHessianImportance(_GradientImportance):
     def zero_grad(self) -> None:
         """Forget everything accumulated (start a new estimate)."""
         self._squared.clear()
+
+    def reduce_statistics(self, model: nn.Module, all_reduce_sum: Any) -> None:
+        """Sum the squared gradients and sample counts of every process (DDP), so that
+        every rank scores with the statistics of all the data. Parameters are visited in
+        ``model.parameters()`` order; one without statistics on a rank contributes zeros."""
+        params = list(model.parameters())
+        counts = torch.tensor([float(self._entry(p)[2]) if self._entry(p) else 0.0 for p in params],
+                              dtype=torch.float64)
+        all_reduce_sum(counts)
+        for p, count in zip(params, counts.tolist()):
+            if count == 0:
+                continue
+            entry = self._entry(p)
+            total = entry[1] if entry else torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+            all_reduce_sum(total)
+            self._squared[id(p)] = (p, total, int(count))
+
+    def _entry(self, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        entry = self._squared.get(id(param))
+        return entry if entry is not None and entry[0] is param and entry[1].shape == param.shape else None
 
     @property
     def num_samples(self) -> int:
