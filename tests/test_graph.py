@@ -182,8 +182,12 @@ def test_failed_prune_leaves_the_model_exactly_as_it_was(monkeypatch):
 
     monkeypatch.setattr(pruner, "prune_in_channels", broken)
     group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[1, 2])
-    with pytest.raises(PruningError, match="conv1.*unchanged"):
+    # a bug in a layer pruner is not a refusal: it surfaces as itself (a pruner's step must
+    # not keep the group whole and carry on), and the model is still restored
+    with pytest.raises(RuntimeError, match="disk on fire") as info:
         group.prune()
+    assert not isinstance(info.value, PruningError)
+    assert "conv1" in "".join(getattr(info.value, "__notes__", [])) or not hasattr(info.value, "add_note")
     assert_same_state(model, before)
     monkeypatch.undo()
     DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[1, 2]).prune()  # graph still valid

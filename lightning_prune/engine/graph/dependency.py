@@ -348,14 +348,16 @@ class DependencyGraph(GroupLayouts):
                 err = self.dry_run()
                 if err is not None:
                     raise PruningError(f"the pruned model no longer runs forward: {err}")
-        except Exception as err:
+        except PruningError as err:  # a refusal: the group cannot be pruned as asked
             snapshot.restore()
-            root = group.root_name
-            if isinstance(err, PruningError):
-                raise PruningError(f"cannot prune group rooted at {root}: {err}. The model is unchanged.") from err
-            raise PruningError(
-                f"cannot prune group rooted at {root}: {type(err).__name__}: {err}. The model is unchanged."
-            ) from err
+            raise PruningError(f"cannot prune group rooted at {group.root_name}: {err}. The model is unchanged.") \
+                from err
+        except BaseException as err:  # a bug in a layer pruner: undo, then fail loudly with the original error
+            snapshot.restore()
+            if hasattr(err, "add_note"):
+                err.add_note(f"(raised while pruning the group rooted at {group.root_name}; the model was restored. "
+                             f"A layer pruner that cannot prune should raise lightning_prune.engine.PruningError)")
+            raise
         self._drop_elements(space_idxs)
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
         group._comps = None  # done: it now describes what was removed, and is never re-derived

@@ -168,10 +168,11 @@ class MetaPruner:
         self._initial_units = {self._root_name(g): len(g.units) for g in self._groups(self.DG)}
         self._check_round_to()
         self._initial_heads: dict[str, int] = {}
-        if self.prune_num_heads:
-            heads_graph = self._build("blocks")
-            self._initial_heads = {self._root_name(g): len(g.units) for g in self._groups(heads_graph)
-                                   if g.is_head_group}
+        if self.prune_num_heads or self.num_heads:
+            heads = [g for g in self._groups(self._build("blocks")) if g.is_head_group]
+            self._check_num_heads(heads)
+            if self.prune_num_heads:
+                self._initial_heads = {self._root_name(g): len(g.units) for g in heads}
         self._budget_base = None
         if budgets:
             from ..utils import count_ops_and_params
@@ -215,6 +216,19 @@ class MetaPruner:
                     f"round_to={self.round_to} is larger than {self._root_name(g)}, which has {channels} prunable "
                     f"channels; use a smaller round_to or add it to ignored_layers"
                 )
+
+    def _check_num_heads(self, head_groups: list[Group]) -> None:
+        """``num_heads`` says how many heads a layer has: hold the graph to it."""
+        for name, heads in self.num_heads.items():
+            found = sorted({len(g.units) for g in head_groups if any(d.target.name == name for d, _ in g)})
+            if not found:
+                where = sorted({self._root_name(g) for g in head_groups})[:5]
+                raise ValueError(f"num_heads[{name!r}]={heads}, but the graph finds no attention heads at {name!r}"
+                                 + (f"; it finds heads at {where}" if where else "") +
+                                 ". Name a layer that projects q, k, v or the attention output")
+            if heads not in found:
+                raise ValueError(f"num_heads[{name!r}]={heads}, but the graph finds {found[0]} heads there; "
+                                 f"check the number (heads are found automatically, num_heads only checks them)")
 
     # ------------------------------------------------------------------ public API
     def estimate_importance(self, group: Group) -> torch.Tensor:
@@ -273,8 +287,16 @@ class MetaPruner:
         from ..serialization import apply_history
 
         apply_history(self.model, history)
+        self.follow_history(history)
+
+    def follow_history(self, history: list[dict], current_step: int | None = None) -> None:
+        """The model was reshaped to ``history`` by someone else (a checkpoint load, a
+        rollback): adopt it as this pruner's history and rebuild the graph.
+
+        ``current_step`` is the schedule position (default: one step per record).
+        """
         self._history = [dict(r) for r in history]
-        self.current_step = min(self.iterative_steps, len(history))
+        self.current_step = min(self.iterative_steps, len(history)) if current_step is None else int(current_step)
         self.DG = self._build("offsets")
 
     # ------------------------------------------------------------------ planning
@@ -439,15 +461,20 @@ def _resolve_ratio_dict(model: nn.Module, table: dict | None, arg: str) -> list[
     return out
 
 
-def _resolve_num_heads(model: nn.Module, num_heads: dict | None) -> set[str]:
+def _resolve_num_heads(model: nn.Module, num_heads: dict | None) -> dict[str, int]:
+    """``{layer or dotted name: heads}`` -> ``{name: heads}``, checked."""
     if not num_heads:
-        return set()
+        return {}
     names = {id(m): n for n, m in model.named_modules()}
-    out = set()
+    modules = dict(model.named_modules())
+    out: dict[str, int] = {}
     for layer, heads in num_heads.items():
+        if isinstance(layer, str) and layer in modules:
+            layer = modules[layer]
         if not isinstance(layer, nn.Module) or id(layer) not in names:
-            raise ValueError("num_heads: keys must be layers of the model (e.g. the qkv Linear)")
-        if not isinstance(heads, int) or heads < 1:
+            raise ValueError(f"num_heads: key {layer!r} is not a layer of the model; use the layer (e.g. the qkv "
+                             f"Linear) or its dotted name")
+        if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
             raise ValueError(f"num_heads[{names[id(layer)]}] must be a positive int, got {heads!r}")
-        out.add(names[id(layer)])
+        out[names[id(layer)]] = heads
     return out

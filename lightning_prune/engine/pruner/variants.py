@@ -313,8 +313,8 @@ class _SparsePruner(MetaPruner):
         finally:
             self._mark_stale()
 
-    def load_pruning_history(self, history: list[dict]) -> None:
-        super().load_pruning_history(history)
+    def follow_history(self, history: list[dict], current_step: int | None = None) -> None:
+        super().follow_history(history, current_step)
         self._mark_stale()
 
 
