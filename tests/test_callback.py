@@ -114,6 +114,11 @@ def test_prunes_exactly_on_the_scheduled_epochs_and_training_continues():
             assert opt.state[q]["exp_avg"].shape == q.shape
     assert probe.lr == pytest.approx([1e-2 * 0.9 ** e for e in range(5)])
     assert model.blocks[0].conv1.out_channels == 8
+    # the summary times both models with the benchmark's measurement, and says how
+    for side in ("before", "after"):
+        row = cb.summary[side]
+        assert row["latency_ms"] > 0 and row["latency_iqr_ms"] >= 0
+        assert row["latency_batch"] == 1 and row["latency_threads"] == torch.get_num_threads()
 
 
 def test_adam_moments_of_kept_channels_survive_the_prune():
@@ -127,7 +132,7 @@ def test_adam_moments_of_kept_channels_survive_the_prune():
                 w = pl_module.blocks[0].conv1.weight
                 seen["before"] = trainer.optimizers[0].state[w]["exp_avg"].clone()
 
-    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[1], recalibrate_bn=False)
+    cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, prune_epochs=[1], recalibrate_bn=False)
 
     class After(Callback):
         def on_train_epoch_start(self, trainer, pl_module):
@@ -147,7 +152,7 @@ def test_resume_mid_schedule_matches_an_uninterrupted_run(tmp_path):
     def run(max_epochs, ckpt=None, root=None, stop_after=None):
         pl.seed_everything(0)
         model = Net()
-        cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[1, 3], recalibration_batches=2)
+        cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, prune_epochs=[1, 3], recalibration_batches=2)
         ck = ModelCheckpoint(dirpath=root, save_last=True, every_n_epochs=1) if root else None
         extra = [StopAfter(stop_after)] if stop_after is not None else []
         t = trainer(max_epochs, [cb] + ([ck] if ck else []) + extra, tmp_path=root)
@@ -168,7 +173,7 @@ def test_resume_mid_schedule_matches_an_uninterrupted_run(tmp_path):
 def test_pruned_checkpoint_loads_into_a_fresh_module(tmp_path):
     pl.seed_everything(0)
     model = Net()
-    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[0])
+    cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, prune_epochs=[0])
     t = trainer(1, [cb], tmp_path=tmp_path)
     t.fit(model, *loaders())
     path = tmp_path / "pruned.ckpt"
@@ -191,7 +196,7 @@ def test_pruned_checkpoint_loads_into_a_fresh_module(tmp_path):
 def test_bad_names_stop_the_fit_at_setup(tmp_path, kwargs, match):
     pl.seed_everything(0)
     model = Net()
-    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[0], **kwargs)
+    cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, prune_epochs=[0], **kwargs)
     t = trainer(1, [cb], tmp_path=tmp_path)
     if match is None:
         t.fit(model, *loaders())
@@ -227,7 +232,7 @@ def test_missing_example_input_is_explained():
 def test_sparse_training_regularizes_after_backward():
     pl.seed_everything(0)
     model = Net()
-    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[1], regularization="group_norm",
+    cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, prune_epochs=[1], regularization="group_norm",
                          regularization_strength=1e-3, recalibration_batches=2)
     trainer(2, [cb]).fit(model, *loaders())
     assert type(cb.pruner).__name__ == "GroupNormPruner"
@@ -238,7 +243,7 @@ def test_export_as_torch_export_program(tmp_path):
     pl.seed_everything(0)
     model = Net()
     path = tmp_path / "pruned.pt2"
-    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[0], export_path=str(path), export_format="torch_export")
+    cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, prune_epochs=[0], export_path=str(path), export_format="torch_export")
     trainer(1, [cb]).fit(model, *loaders())
     program = torch.export.load(str(path))
     x = torch.randn(3, 1, 8, 8)[:1]
@@ -253,7 +258,7 @@ def test_export_as_onnx_runs_in_onnx_checker(tmp_path):
     pl.seed_everything(0)
     model = Net()
     path = tmp_path / "pruned.onnx"
-    cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[0], export_path=str(path), export_format="onnx")
+    cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, prune_epochs=[0], export_path=str(path), export_format="onnx")
     trainer(1, [cb]).fit(model, *loaders())
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph)
@@ -287,7 +292,7 @@ def test_each_prune_logs_params_macs_and_per_layer_widths():
     pl.seed_everything(0)
     model = Net()
     logger = RecordingLogger()
-    cb = PruningCallback(pruning_ratio=0.5, pruning_steps=2, start_epoch=1, recalibrate_bn=False)
+    cb = PruningCallback(pruning_ratio=0.5, measure_latency=False, pruning_steps=2, start_epoch=1, recalibrate_bn=False)
     pl.Trainer(max_epochs=3, callbacks=[cb], logger=logger, enable_progress_bar=False, enable_model_summary=False,
                enable_checkpointing=False).fit(model, *loaders())
     prunes = [m for m in logger.metrics if "pruning/step" in m]

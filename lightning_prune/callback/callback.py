@@ -93,6 +93,8 @@ class PruningCallback(Callback):
         importance_batches: training batches whose gradients feed gradient-based importances.
         monitor: metric reported before and after (last and best value), e.g. ``val_acc``.
         monitor_mode: ``"max"`` if higher is better, ``"min"`` otherwise.
+        measure_latency: time the dense and the pruned model for the summary (the benchmark's
+            measurement: a few seconds of warm-up each).
         export_path: where to save the pruned model at the end of fit.
         export_format: ``"pt"`` (pruning history + weights; loads into a fresh module or the
             bare network with ``lightning_prune.load_pruned_checkpoint``), ``"torch_export"``
@@ -135,6 +137,7 @@ class PruningCallback(Callback):
         importance_batches: int = 8,
         monitor: str | None = "val_acc",
         monitor_mode: Literal["max", "min"] = "max",
+        measure_latency: bool = True,
         export_path: str | None = None,
         export_format: Literal["pt", "torch_export", "onnx"] = "pt",
     ) -> None:
@@ -181,6 +184,7 @@ class PruningCallback(Callback):
         self.recalibration_batches = recalibration_batches
         self.importance_batches = importance_batches
         self.monitor = monitor
+        self.measure_latency = measure_latency
         self.export_path = export_path
         self.export_format = export_format
         self.pruner: tp.pruner.MetaPruner | None = None
@@ -327,7 +331,7 @@ class PruningCallback(Callback):
     def _prune(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         assert self.pruner is not None
         if not self._dense:  # the dense model, as trained so far
-            self._dense = measure(pl_module, self._example)
+            self._dense = measure(pl_module, self._example, self.measure_latency)
             self._log(trainer, {f"pruning/{k}": self._dense[k] for k in ("params", "macs")})
         if getattr(self.pruner.importance, "needs_gradients", False):
             self._gradient_pass(trainer, pl_module, training_batches(trainer, self.importance_batches))
@@ -419,7 +423,7 @@ class PruningCallback(Callback):
                            f"{self.schedule.steps} scheduled prunes (epochs {list(self.schedule.epochs)})")
         if not self._dense:
             return
-        after = measure(pl_module, self._example)
+        after = measure(pl_module, self._example, self.measure_latency)
         rows = summary_rows(self._dense, after, self._metric.values, self.monitor)
         rank_zero_info(format_summary(rows))
         self._log(trainer, summary_metrics(rows))

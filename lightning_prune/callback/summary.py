@@ -23,13 +23,15 @@ import lightning_prune.engine as tp
 LATENCY_SETTINGS = {"warmup": 10, "warmup_seconds": 0.5, "settle": 0.05, "max_warmup_seconds": 10.0, "repeats": 50}
 
 
-def measure(module: nn.Module, example: Any) -> dict[str, float]:
-    """Params, MACs and latency of ``module`` on ``example`` (primitives, for the state dict)."""
+def measure(module: nn.Module, example: Any, latency: bool = True) -> dict[str, float]:
+    """Params, MACs and (optionally) latency of ``module`` on ``example`` (primitives, for the state dict)."""
     macs, params = tp.utils.count_ops_and_params(module, example)
-    stats = tp.utils.measure_latency(module, example, **LATENCY_SETTINGS)
-    return {"params": float(params), "macs": float(macs), "latency_ms": stats.median_ms,
-            "latency_iqr_ms": stats.iqr_ms, "latency_batch": float(_batch_size(example)),
-            "latency_threads": float(torch.get_num_threads())}
+    out = {"params": float(params), "macs": float(macs)}
+    if latency:
+        stats = tp.utils.measure_latency(module, example, **LATENCY_SETTINGS)
+        out.update(latency_ms=stats.median_ms, latency_iqr_ms=stats.iqr_ms, latency_batch=float(_batch_size(example)),
+                   latency_threads=float(torch.get_num_threads()))
+    return out
 
 
 def _batch_size(example: Any) -> int:
@@ -49,8 +51,7 @@ class MetricTracker:
     def update(self, phase: str, value: float) -> None:
         self.values[f"{phase}_last"] = value
         best = self.values.get(f"{phase}_best")
-        better = (value > best) if self.mode == "max" else (value < best)
-        if best is None or better:
+        if best is None or (value > best if self.mode == "max" else value < best):
             self.values[f"{phase}_best"] = value
 
 
