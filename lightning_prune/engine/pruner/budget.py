@@ -29,7 +29,17 @@ def meta_clone(model: nn.Module) -> nn.Module:
         memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
     for b in model.buffers():
         memo[id(b)] = torch.empty_like(b, device="meta")
+    # Objects a module only refers to (a Lightning trainer, a tokenizer, a logger) are
+    # shared, not copied: copying them is slow, and some cannot be copied at all.
+    for m in model.modules():
+        for key, value in vars(m).items():
+            if key not in _MODULE_TABLES and not isinstance(value, _COPIED):
+                memo.setdefault(id(value), value)
     return copy.deepcopy(model, memo)
+
+
+_MODULE_TABLES = frozenset({"_parameters", "_buffers", "_modules"})
+_COPIED = (nn.Module, torch.Tensor, list, tuple, dict, set, int, float, bool, str, type(None))
 
 
 def simulate(pruner: MetaPruner, ratio: float, scores: dict[str, torch.Tensor], metric: str) -> float:
