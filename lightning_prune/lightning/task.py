@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -32,7 +34,9 @@ class ImageClassifier(PruningCheckpointMixin, pl.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int = 10, input_shape: list[int] | None = None,
                  lr: float = 3e-3) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        with warnings.catch_warnings():  # LightningCLI hands over the network's config; Python, the object
+            warnings.filterwarnings("ignore", "Attribute 'model' is an instance of `nn.Module`")
+            self.save_hyperparameters()
         if isinstance(self.hparams.get("model"), nn.Module):  # not a config: modules belong in the state dict
             self.save_hyperparameters(ignore=["model"])
         self.model = model
