@@ -34,9 +34,11 @@ from lightning_prune.engine.optim_state import slice_optimizers
 from . import options
 from .batches import default_batch_to_input, module_device, side_pass, training_batches, training_loss
 from .checkpoint import PruningCheckpointMixin
+from .checks import check_trainer
 from .distributed import decisions_agree, reduce_importance_inputs, rewrap_ddp
 from .export import export_module
 from .history import ModuleHistory
+from .modes import eval_mode, only_gradients_of
 from .schedule import PruningSchedule
 from .summary import MetricTracker, format_summary, measure, summary_metrics, summary_rows
 from .transaction import PruneTransaction
@@ -218,7 +220,8 @@ class PruningCallback(Callback):
             history.listeners.append(self._follow_module)
         if stage != "fit" or self.pruner is not None:
             return
-        self._check_trainer(trainer, pl_module)
+        check_trainer(trainer, pl_module, self.schedule, self.importance,
+                      custom_loss=type(self).importance_loss is not PruningCallback.importance_loss)
         self._example = self._resolve_example_input(trainer, pl_module)
         self._check_batches(trainer, pl_module)
         self.pruner = self._build_pruner(pl_module)
@@ -228,23 +231,6 @@ class PruningCallback(Callback):
                            f"lightning_prune.PruningCheckpointMixin, so {type(pl_module).__name__}.load_from_checkpoint "
                            f"cannot load this run's pruned checkpoints; add it to the class bases, or load them with "
                            f"lightning_prune.load_pruned_checkpoint")
-
-    def _check_trainer(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        max_epochs = trainer.max_epochs
-        if max_epochs is not None and max_epochs >= 0:
-            late = [e for e in self.schedule.epochs if e >= max_epochs]
-            if late:
-                raise ValueError(f"PruningCallback: prune epochs {late} are never reached: Trainer(max_epochs="
-                                 f"{max_epochs}) runs epochs 0..{max_epochs - 1}. Raise max_epochs or move the "
-                                 f"schedule (start_epoch, every_n_epochs, pruning_steps or prune_epochs)")
-        needs_grad = bool(getattr(self.importance, "needs_gradients", False))
-        if needs_grad and not pl_module.automatic_optimization and \
-                type(self).importance_loss is PruningCallback.importance_loss:
-            raise ValueError(
-                f"PruningCallback: {type(self.importance).__name__} needs gradients, and {type(pl_module).__name__} "
-                f"uses manual optimization, whose training_step steps the optimizers itself, so the callback cannot "
-                f"call it for a loss. Subclass PruningCallback and override importance_loss(pl_module, batch, "
-                f"batch_idx), or use a criterion that needs no gradients (magnitude, lamp, fpgm, bn_scale)")
 
     def _resolve_example_input(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
         if isinstance(self.example_input, list | tuple):
@@ -280,7 +266,7 @@ class PruningCallback(Callback):
                              "but no training dataloader could be read at setup")
         if self.recalibrate_bn and _has_batchnorm(pl_module):
             inputs = self._model_input(pl_module, batch)
-            with _eval_mode(pl_module), torch.no_grad():
+            with eval_mode(pl_module), torch.no_grad():
                 call_model(pl_module, inputs)
         if needs_grad:
             self._gradient_pass(trainer, pl_module, [batch])
@@ -298,7 +284,7 @@ class PruningCallback(Callback):
             kwargs["reg"] = self.regularization_strength
         if self.delta_reg is not None:
             kwargs["delta_reg"] = self.delta_reg
-        with _eval_mode(pl_module), torch.enable_grad():
+        with eval_mode(pl_module), torch.enable_grad():
             return cls(
                 pl_module, self._example, importance=self.importance, ignored_layers=ignored,
                 pruning_ratio_dict=options.layers_by_name(pl_module, self.pruning_ratio_dict, "pruning_ratio_dict")
@@ -316,7 +302,7 @@ class PruningCallback(Callback):
         if pl_module.automatic_optimization:
             self.pruner.regularize(pl_module)
             return
-        with _only_gradients_of(optimizer, pl_module):  # each optimizer's own parameters, once per its step
+        with only_gradients_of(optimizer, pl_module):  # each optimizer's own parameters, once per its step
             self.pruner.regularize(pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -340,7 +326,7 @@ class PruningCallback(Callback):
         length, rewrapped = len(history.records), False
         try:
             self.pruner.current_step = step - 1  # the schedule's position, even after a step that failed
-            with _eval_mode(pl_module), warnings.catch_warnings():
+            with eval_mode(pl_module), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "all .* pruning steps are done")
                 record = self.pruner.step()
             if not decisions_agree(trainer, record):
@@ -468,35 +454,3 @@ def _reset_statistics(importance: Any) -> None:
     reset = getattr(importance, "zero_grad", None)
     if callable(reset):
         reset()
-
-
-class _eval_mode:  # noqa: N801 - a context manager used like a function
-    """Eval mode for the block; every module's own flag restored afterwards."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __enter__(self) -> None:
-        self.saved = [(m, m.training) for m in self.module.modules()]
-        self.module.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        for m, mode in self.saved:
-            m.training = mode
-
-
-class _only_gradients_of:  # noqa: N801
-    """Hide the gradients of parameters that ``optimizer`` does not step, for the block."""
-
-    def __init__(self, optimizer: Any, module: nn.Module) -> None:
-        opt = getattr(optimizer, "optimizer", optimizer)
-        own = {id(p) for g in opt.param_groups for p in g["params"]}
-        self.hidden = [(p, p.grad) for p in module.parameters() if id(p) not in own and p.grad is not None]
-
-    def __enter__(self) -> None:
-        for p, _ in self.hidden:
-            p.grad = None
-
-    def __exit__(self, *exc: Any) -> None:
-        for p, grad in self.hidden:
-            p.grad = grad
