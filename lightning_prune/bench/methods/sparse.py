@@ -34,7 +34,7 @@ class SparseTrainingMethod(PruningMethod):
                                    prune_epochs=[ctx.sparse_epochs], round_to=ctx.round_to,
                                    ignored_layers=[f"model.{n}" for n in ctx.ignored_layers],
                                    recalibrate_bn=ctx.recalibrate_bn, recalibration_batches=ctx.recalibration_batches,
-                                   monitor=None, **target.pruner_kwargs())
+                                   monitor=None, measure_latency=False, **target.pruner_kwargs())
         # the prune happens at the start of epoch `sparse_epochs`, so train at least one epoch after it
         ctx.trainer(ctx.sparse_epochs + max(ctx.finetune_epochs, 1), [callback]).fit(module, data)
 

@@ -63,7 +63,7 @@ class ImportanceMethod(PruningMethod):
         callback = PruningCallback(importance=self.importance, prune_epochs=[0], round_to=ctx.round_to,
                                    ignored_layers=[f"model.{n}" for n in ctx.ignored_layers],
                                    recalibrate_bn=ctx.recalibrate_bn, recalibration_batches=ctx.recalibration_batches,
-                                   importance_batches=ctx.importance_batches, monitor=None,
+                                   importance_batches=ctx.importance_batches, monitor=None, measure_latency=False,
                                    **target.pruner_kwargs())
         ctx.trainer(ctx.finetune_epochs, [callback]).fit(module, data)
 
