@@ -296,6 +296,12 @@ class PruningCallback(Callback):
             )
 
     # ------------------------------------------------------------------ training
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The strategy has moved the module to its device (after setup): the example follows."""
+        if self.pruner is not None:
+            self._example = move_inputs(self._example, module_device(pl_module))
+            self.pruner.example_inputs = self._example
+
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if self.pruner is None or self.regularization == "none":
             return
