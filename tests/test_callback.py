@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning_helpers import RecordingLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -264,28 +265,6 @@ def test_export_as_onnx_runs_in_onnx_checker(tmp_path):
     onnx.checker.check_model(graph)
     conv_shapes = {tuple(init.dims) for init in graph.graph.initializer if len(init.dims) == 4}
     assert (8, 8, 3, 3) in conv_shapes and (16, 16, 3, 3) not in conv_shapes
-
-
-class RecordingLogger(pl.loggers.Logger):
-    """Keeps every logged metrics dict, so the test can read what the callback reported."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.metrics: list[dict] = []
-
-    @property
-    def name(self):
-        return "recording"
-
-    @property
-    def version(self):
-        return 0
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_metrics(self, metrics, step=None):
-        self.metrics.append(dict(metrics))
 
 
 def test_each_prune_logs_params_macs_and_per_layer_widths():

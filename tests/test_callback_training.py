@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import CustomScale
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning_helpers import ConvNet, data, loaders, trainer
@@ -266,36 +267,12 @@ def test_summary_survives_resume_and_reports_last_and_best(tmp_path):
 
 
 # ---------------------------------------------------------------------- item 9
-class Scale(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.params = nn.Parameter(torch.ones(2, c))
-
-    def forward(self, x):
-        return x * self.params[0].view(1, -1, 1, 1) + self.params[1].view(1, -1, 1, 1)
-
-
-class ScalePruner(tp.LayerPruner):
-    couples_in_out = True
-
-    def prune_out_channels(self, layer, idxs):
-        tp.pruning.slice_tensor(layer.params, 1, tp.pruning.keep_indices(layer.params.shape[1], idxs))
-        return layer
-
-    prune_in_channels = prune_out_channels
-
-    def get_out_channels(self, layer):
-        return layer.params.shape[1]
-
-    get_in_channels = get_out_channels
-
-
 class EngineOptionsNet(ConvNet):
     """A custom layer, an unwrapped parameter, and a forward that takes a dict."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.scale = Scale(16)
+        self.scale = CustomScale(16)
         self.gate = nn.Parameter(torch.ones(16))
         self.example_input_array = {"x": torch.zeros(1, 1, 8, 8)}
 
@@ -311,7 +288,7 @@ def trace_forward(model, inputs):
 def test_engine_options_by_import_path(monkeypatch):
     model = EngineOptionsNet()
     cb = PruningCallback(pruning_ratio=0.5, prune_epochs=[0], measure_latency=False, recalibrate_bn=False,
-                         customized_pruners={f"{__name__}.Scale": f"{__name__}.ScalePruner"},
+                         customized_pruners={"helpers.CustomScale": "helpers.CustomScalePruner"},
                          unwrapped_parameters={"gate": 0}, forward_fn=f"{__name__}.trace_forward")
     trainer(1, [cb]).fit(model, loaders()[0])
     assert model.body[3].out_channels == 8 and model.scale.params.shape == (2, 8) and model.gate.shape == (8,)
