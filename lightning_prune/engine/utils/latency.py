@@ -82,7 +82,18 @@ def summarize_times(seconds: list[float], warmup: int = 0) -> LatencyStats:
 
 @contextlib.contextmanager
 def thread_count(threads: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(threads)``; ``None`` leaves it alone."""
+    """Run the block with ``torch.set_num_threads(threads)``; ``None`` leaves it alone.
+
+    The setting is process-wide while the block runs: every other thread of the process
+    sees it, and a thread that starts inside the block keeps it for its life. Nothing in
+    ``lightning_prune`` enters this on your behalf (only ``measure_latency(threads=...)``
+    and the benchmark's ``threads`` option, when you ask for them). It is the opt-in for a
+    busy machine, where the graph's bookkeeping on one thread is faster::
+
+        with tp.utils.thread_count(1):
+            pruner = tp.pruner.MetaPruner(model, example_inputs, pruning_ratio=0.5)
+            pruner.step()
+    """
     if threads is None:
         yield
         return
