@@ -391,8 +391,8 @@ class PruningCallback(Callback):
                        f"{self.pruner.current_step}/{self.schedule.steps}: params {params / 1e6:.3f} M, "
                        f"MACs {macs / 1e6:.2f} M")
 
-    def _log(self, trainer: pl.Trainer, metrics: dict[str, float]) -> None:
-        metrics = {**metrics, "epoch": float(trainer.current_epoch)}
+    def _log(self, trainer: pl.Trainer, metrics: dict[str, float], epoch: int | None = None) -> None:
+        metrics = {**metrics, "epoch": trainer.current_epoch if epoch is None else epoch}  # an int, as Lightning's
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
@@ -418,7 +418,7 @@ class PruningCallback(Callback):
         after = measure(pl_module, self._example, self.measure_latency)
         rows = summary_rows(self._dense, after, self._metric.values, self.monitor)
         rank_zero_info(format_summary(rows))
-        self._log(trainer, summary_metrics(rows))
+        self._log(trainer, summary_metrics(rows), epoch=max(trainer.current_epoch - 1, 0))  # the last one trained
         self.summary = {"before": dict(self._dense), "after": after, "metric": dict(self._metric.values)}
         if self.export_path and trainer.is_global_zero:
             os.makedirs(os.path.dirname(self.export_path) or ".", exist_ok=True)
