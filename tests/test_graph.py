@@ -57,7 +57,9 @@ def test_group_iteration_yields_dep_and_idxs(example):
     assert len(group) == len(list(group))
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "densenet121", "mobilenet_v2", "resnext50_32x4d", "shufflenet_v2_x0_5"])
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "shufflenet_v2_x0_5",
+                                  pytest.param("densenet121", marks=pytest.mark.slow),
+                                  pytest.param("resnext50_32x4d", marks=pytest.mark.slow)])
 def test_pruning_dead_channels_leaves_outputs_equal(arch):
     import torchvision
 

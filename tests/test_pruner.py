@@ -75,7 +75,27 @@ def test_hand_written_vit_heads_are_pruned_and_attributes_updated():
     out.sum().backward()
 
 
+def small_torchvision_vit() -> nn.Module:
+    """torchvision's own VisionTransformer (nn.MultiheadAttention, hidden_dim), at toy size."""
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                                                hidden_dim=64, mlp_dim=128, num_classes=10)
+
+
 def test_torchvision_vit_heads_without_hand_fixes():
+    torch.manual_seed(0)
+    model = small_torchvision_vit()
+    x = torch.randn(1, 3, 32, 32)
+    pruner = tp.pruner.MetaPruner(model, x, pruning_ratio=0.5, prune_num_heads=True, head_pruning_ratio=0.5)
+    pruner.step()
+    for layer in model.encoder.layers:
+        mha = layer.self_attention
+        assert mha.num_heads == 2 and mha.head_dim == 8 and mha.embed_dim == 16
+    assert model.hidden_dim == 16  # kept in sync with the pruned width, no hand fix
+    assert model(x).shape == (1, 10)
+
+
+@pytest.mark.slow
+def test_torchvision_vit_b_16_heads_without_hand_fixes():
     torch.manual_seed(0)
     model = torchvision.models.vit_b_16()
     x = torch.randn(1, 3, 224, 224)
@@ -88,16 +108,19 @@ def test_torchvision_vit_heads_without_hand_fixes():
     assert model(x).shape == (1, 1000)
 
 
-@pytest.mark.parametrize("name", ["resnet50", "vit_b_16"])
-def test_macs_budget_lands_within_two_percent(name):
+@pytest.mark.parametrize("name, size", [
+    ("resnet18", 64), ("small_vit", 32),
+    pytest.param("resnet50", 224, marks=pytest.mark.slow), pytest.param("vit_b_16", 224, marks=pytest.mark.slow),
+])
+def test_macs_budget_lands_within_two_percent(name, size):
     torch.manual_seed(0)
-    model = torchvision.models.get_model(name)
-    x = torch.randn(1, 3, 224, 224)
+    model = small_torchvision_vit() if name == "small_vit" else torchvision.models.get_model(name)
+    x = torch.randn(1, 3, size, size)
     base, _ = tp.utils.count_ops_and_params(model, x)
     tp.pruner.MetaPruner(model, x, target_macs=0.5).step()
     macs, _ = tp.utils.count_ops_and_params(model, x)
     assert macs / base == pytest.approx(0.5, abs=0.01)  # the issue asks for 2%; we hold 1%
-    assert model(x).shape == (1, 1000)
+    assert model(x).shape == (1, 10 if name == "small_vit" else 1000)
 
 
 def test_params_budget_with_iterative_steps():

@@ -122,8 +122,7 @@ def test_public_functions_are_bound_methods_of_pruners() -> None:
         assert isinstance(fn.__self__, LayerPruner), name
         expected = "prune_out_channels" if name.endswith("_out_channels") else "prune_in_channels"
         assert fn.__name__ == expected, name
-    if HAS_RMSNORM:
-        assert "prune_rmsnorm_out_channels" in PRUNING_ALL
+    assert HAS_RMSNORM and "prune_rmsnorm_out_channels" in PRUNING_ALL
     for name in PRUNING_ALL:
         assert hasattr(pruning, name), name
 
@@ -408,7 +407,7 @@ def test_instancenorm(affine) -> None:
 
 
 def test_frozen_batchnorm() -> None:
-    misc = pytest.importorskip("torchvision.ops.misc")
+    from torchvision.ops import misc
     bn = misc.FrozenBatchNorm2d(4)
     with torch.no_grad():
         for name in ("weight", "bias", "running_mean"):
@@ -447,8 +446,8 @@ def test_layernorm_multi_dim_refused_and_no_affine() -> None:
     assert ln.normalized_shape == (3,) and ln(torch.randn(2, 3)).shape == (2, 3)
 
 
-@pytest.mark.skipif(not HAS_RMSNORM, reason="this torch has no nn.RMSNorm")
 def test_rmsnorm() -> None:
+    assert HAS_RMSNORM  # nn.RMSNorm is in every torch >= 2.4, the oldest pyproject.toml allows
     from lightning_prune.engine.pruning import prune_rmsnorm_in_channels, prune_rmsnorm_out_channels
 
     norm = nn.RMSNorm(5)
