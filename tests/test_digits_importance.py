@@ -73,7 +73,7 @@ def test_recalibration_rescues_a_05_prune(trained, method):
     """Stale BN statistics leave a 0.5 prune near chance; recalibrating restores most of it.
 
     Measured with 6 epochs over training seeds 0-2: 10-19% without and 69-83% with
-    recalibration (the benchmark's 15 epochs, seeds 0-5: 10-20% and 65-89%), so the
+    recalibration (the benchmark's 15 epochs, seeds 0-2: 10-19% and 66-89%), so the
     30-point margin asserted here is far from what floating-point noise can move.
     """
     model, data = trained
