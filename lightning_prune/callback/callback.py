@@ -18,7 +18,6 @@ One hook, one job:
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -332,8 +331,7 @@ class PruningCallback(Callback):
         length, rewrapped = len(history.records), False
         try:
             self.pruner.current_step = step - 1  # the schedule's position, even after a step that failed
-            with eval_mode(pl_module), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "all .* pruning steps are done")
+            with eval_mode(pl_module):
                 record = self.pruner.step()
             if not decisions_agree(trainer, record):
                 raise RuntimeError("PruningCallback: DDP ranks made different pruning decisions; nothing was "

@@ -19,8 +19,10 @@ from torch import nn
 
 import lightning_prune.engine as tp
 
-#: The benchmark's default warm-up and repeats (lightning_prune.bench.config.BenchConfig).
-LATENCY_SETTINGS = {"warmup": 10, "warmup_seconds": 0.5, "settle": 0.05, "max_warmup_seconds": 10.0, "repeats": 50}
+#: The benchmark's measurement (lightning_prune.bench.config.BenchConfig's warm-up, settle
+#: check and repeats), with the settle-until-stable warm-up capped at 2 s: on a loaded
+#: machine it would otherwise run up to 10 s per call and make the fit itself slower.
+LATENCY_SETTINGS = {"warmup": 10, "warmup_seconds": 0.5, "settle": 0.05, "max_warmup_seconds": 2.0, "repeats": 50}
 
 
 def measure(module: nn.Module, example: Any, latency: bool = True) -> dict[str, float]:
