@@ -80,8 +80,9 @@ def train_small_resnet(seed: int = 0, epochs: int = 15, width: int = 32, lr: flo
     accuracy in 15-25 s on one busy CPU core. The peak learning rate matters for what
     this module measures: with 3e-3 the channels barely move from their initialisation
     (every BN scale stays near 1), so no criterion can tell them apart; with 1e-2 they
-    differ, and magnitude beats random after a 0.5 prune (with BN recalibration) by
-    10-19 points over seeds, close to what Torch-Pruning showed on a similar model.
+    differ, and after a 0.5 prune (with BN recalibration) magnitude led random by 10-19
+    points over seeds 0-5 on one machine, by -3 to +19 over seeds 0-2 on another: the
+    lead depends on the seed and the machine (``benchmarks/importance_digits.py``).
 
     Runs with the caller's intra-op thread count (this module never changes it). Batches
     of 64 8x8 images are so small that a thread hand-off costs more than the work: on a
