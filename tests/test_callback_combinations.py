@@ -6,57 +6,18 @@ per-step LR scheduler."""
 from __future__ import annotations
 
 import os
-import warnings
 
 import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, StochasticWeightAveraging
+from lightning_helpers import ConvNet as Net
+from lightning_helpers import loaders
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_prune.engine as tp
 from lightning_prune import PruningCallback, PruningCheckpointMixin, load_pruned_checkpoint
-
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-warnings.filterwarnings("ignore", ".*LeafSpec.*")
-warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
-
-
-class Net(PruningCheckpointMixin, pl.LightningModule):
-    def __init__(self, width: int = 16, lr: float = 1e-2) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-        )
-        self.head = nn.Linear(width, 4)
-        self.example_input_array = torch.zeros(1, 1, 8, 8)
-
-    def forward(self, x):
-        return self.head(self.body(x).mean((2, 3)))
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", F.cross_entropy(self(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-
-
-def loaders():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 1, 8, 8, generator=g)
-    y = (x.mean((1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()
-    return DataLoader(TensorDataset(x, y), batch_size=32), DataLoader(TensorDataset(x[:32], y[:32]), batch_size=32)
 
 
 def trainer(max_epochs: int, callbacks: list, **kw) -> pl.Trainer:
