@@ -7,7 +7,6 @@ import warnings
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -104,20 +103,6 @@ class RecordingLogger(pl.loggers.Logger):
 
     def log_metrics(self, metrics, step=None):
         self.metrics.append(dict(metrics))
-
-
-class Snapshot(Callback):
-    """Remembers the module, optimizer state and BN statistics at each epoch start (put it first)."""
-
-    def __init__(self) -> None:
-        self.module: dict | None = None
-        self.optimizer: dict | None = None
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self.module = state(pl_module)
-        opt = trainer.optimizers[0]
-        self.optimizer = {id(p): {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-                          for p, s in opt.state.items()}
 
 
 def optimizer_state(optimizer) -> dict:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .history import ModuleHistory
+from .modes import eval_mode
 
 
 def export_module(module: nn.Module, example: Any, path: str, fmt: str) -> None:
@@ -26,23 +27,17 @@ def export_module(module: nn.Module, example: Any, path: str, fmt: str) -> None:
     args = tuple(_at_batch(a, 2) for a in args)
     batch = torch.export.Dim("batch")
     dynamic = tuple({0: batch} if isinstance(a, torch.Tensor) and a.dim() > 0 else None for a in args)
-    was_training = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            if fmt == "torch_export":
-                torch.export.save(torch.export.export(module, args, dynamic_shapes=dynamic), path)
-                return
-            try:
-                import onnx  # noqa: F401
-                import onnxscript  # noqa: F401
-            except ImportError as err:
-                raise ImportError("export_format='onnx' needs the onnx and onnxscript packages: "
-                                  "pip install onnx onnxscript (or use export_format='torch_export')") from err
-            torch.onnx.export(module, args, path, dynamic_shapes=dynamic)
-    finally:
-        for m, mode in was_training:
-            m.training = mode
+    with eval_mode(module), torch.no_grad():
+        if fmt == "torch_export":
+            torch.export.save(torch.export.export(module, args, dynamic_shapes=dynamic), path)
+            return
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as err:
+            raise ImportError("export_format='onnx' needs the onnx and onnxscript packages: "
+                              "pip install onnx onnxscript (or use export_format='torch_export')") from err
+        torch.onnx.export(module, args, path, dynamic_shapes=dynamic)
 
 
 def _at_batch(value: Any, n: int) -> Any:

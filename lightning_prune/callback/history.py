@@ -35,8 +35,8 @@ class ModuleHistory:
     """Records applied to one module instance, and the hooks that save and replay them.
 
     Get it with :meth:`of` (attaches on first use). ``records`` is what has been applied
-    since :attr:`base` (the architecture at attach time) was taken; ``base_records`` is the
-    history that had been applied before that (for a module rebuilt from a checkpoint).
+    since :attr:`base` (the architecture at attach time) was taken; loaders attach before
+    they replay, so ``base`` is the unpruned architecture whenever a history was loaded.
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -58,11 +58,6 @@ class ModuleHistory:
         history = cls(module)
         module.__dict__[_ATTRIBUTE] = history
         return history
-
-    @classmethod
-    def find(cls, module: nn.Module) -> ModuleHistory | None:
-        found = module.__dict__.get(_ATTRIBUTE)
-        return found if isinstance(found, cls) and found.module is module else None
 
     def extend(self, records: list[dict]) -> None:
         """Note records that were applied to the module by a prune."""

@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import nn
 
+from ..engine.optim_state import unwrap_optimizer
+
 
 class eval_mode:  # noqa: N801 - a context manager used like a function
     """Eval mode for the block; every module's own flag restored afterwards."""
@@ -26,7 +28,7 @@ class only_gradients_of:  # noqa: N801
     """Hide the gradients of parameters that ``optimizer`` does not step, for the block."""
 
     def __init__(self, optimizer: Any, module: nn.Module) -> None:
-        opt = getattr(optimizer, "optimizer", optimizer)
+        opt = unwrap_optimizer(optimizer)
         own = {id(p) for g in opt.param_groups for p in g["params"]}
         self.hidden = [(p, p.grad) for p in module.parameters() if id(p) not in own and p.grad is not None]
 

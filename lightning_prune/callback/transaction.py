@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine.optim_state import unwrap_optimizer
+
 
 class PruneTransaction:
     """Snapshot of everything a prune may change; :meth:`rollback` restores it."""
@@ -25,8 +27,8 @@ class PruneTransaction:
         self._buffers = [(m, name, b, b.detach().clone()) for m in module.modules()
                          for name, b in m._buffers.items() if b is not None]
         self._attributes = [(m, dict(m.__dict__)) for m in module.modules()]
-        self._optimizers = [(_unwrap(opt), {p: dict(s) for p, s in _unwrap(opt).state.items()},
-                             dict(_unwrap(opt).__dict__)) for opt in optimizers]
+        real = [unwrap_optimizer(opt) for opt in optimizers]
+        self._optimizers = [(opt, {p: dict(s) for p, s in opt.state.items()}, dict(opt.__dict__)) for opt in real]
         self._pruner_state = (pruner.current_step, pruner.pruning_history())
 
     def rollback(self) -> None:
@@ -47,6 +49,3 @@ class PruneTransaction:
         step, history = self._pruner_state
         self.pruner.follow_history(history, current_step=step)
 
-
-def _unwrap(optimizer: Any) -> torch.optim.Optimizer:
-    return getattr(optimizer, "optimizer", optimizer) if not isinstance(optimizer, torch.optim.Optimizer) else optimizer

@@ -121,7 +121,7 @@ def _slice_all(
     """
     params = _named_slices(model, _record_tensors(record))
     names = {id(p): n for n, p in model.named_parameters()}
-    plans = [_plan(_unwrap(opt), params, names) for opt in optimizers]
+    plans = [_plan(unwrap_optimizer(opt), params, names) for opt in optimizers]
     if strict:
         problems = [f"{name}:{key}" for plan in plans for name, (_, keys) in plan.resets.items() for key in keys]
         if problems:
@@ -144,7 +144,7 @@ def _record_tensors(record: Mapping[str, Any]) -> Mapping[str, Sequence[SliceRec
     return tensors if isinstance(tensors, Mapping) else record
 
 
-def _unwrap(optimizer: Any) -> torch.optim.Optimizer:
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     """Lightning's ``LightningOptimizer`` wraps the real optimizer in ``.optimizer``."""
     if not isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "optimizer"):
         return optimizer.optimizer
