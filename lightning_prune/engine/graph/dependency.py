@@ -23,13 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import PruningError
 from ..indices import SortedIdxs
 from ..pruning import get_layer_pruner
-from ..pruning.base import PruningError
+from ..pruning.session import slice_session
 from ..records import recording, tensor_names
 from .group import Group
 from .layout import GroupLayouts
 from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
+from .tied import couple_tied_spaces
 from .trace import Space, TraceError, Tracer
 
 __all__ = ["DependencyGraph", "TraceError"]
@@ -88,8 +90,11 @@ class DependencyGraph(GroupLayouts):
             raise ValueError(f"split_mode must be 'offsets' or 'blocks', got {split_mode!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"build_dependency: `model` must be an nn.Module, got {type(model).__name__}")
-        self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
-                    customized_pruners, protect_outputs, ignored_params, split_mode)
+        # The graph's tables are updated in place by every later prune; made inside an
+        # inference_mode block they would be inference tensors that cannot be.
+        with torch.inference_mode(False):
+            self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters,
+                        customized_pruners, protect_outputs, ignored_params, split_mode)
         if verbose and self.unknown_ops:
             logger.info("channels touched by ops without a rule were kept whole: %s", self.unknown_ops)
         return self
@@ -109,6 +114,7 @@ class DependencyGraph(GroupLayouts):
         for sp in result.spaces:
             if sp.role == "param" and id(sp.param) in ignored:
                 result.table.freeze(sp.elems)
+        self.tied_tensors = couple_tied_spaces(result.table, result.spaces, {sp.key: sp for sp in result.spaces})
         self._example_inputs = example_inputs
         self._forward_fn = forward_fn
         self.trace_device = result.device
@@ -208,6 +214,7 @@ class DependencyGraph(GroupLayouts):
                     return i
             return dims[0]
         name = self.name_of(target)
+        self._check_pruning_fn(target, name, pruning_fn)
         role = "out" if self.is_out_channel_pruning_fn(pruning_fn) else "in"
         for key in (("module", name, role), ("module", name, "out")):
             if key in self._space_index:
@@ -216,6 +223,30 @@ class DependencyGraph(GroupLayouts):
             f"{name} ({type(target).__name__}) has no traced {role} channels: it was not reached "
             f"by the forward pass or it has no layer pruner. Check example_inputs, or register a "
             f"pruner with customized_pruners={{{type(target).__name__}: pruner}}"
+        )
+
+    def _check_pruning_fn(self, module: nn.Module, name: str, pruning_fn: Any) -> None:
+        """Refuse a ``pruning_fn`` written for another layer type (``prune_linear_*`` on a conv).
+
+        The function only picks ``out`` or ``in`` channels here; the layer's own pruner does
+        the work. A function of another family is almost always a copy-paste slip, and
+        silently using the layer's pruner would hide it.
+        """
+        owner = getattr(pruning_fn, "__self__", None)
+        registered = self._pruners.get(id(module))
+        if owner is None or registered is None or owner is registered:
+            return
+        if isinstance(registered, type(owner)) or isinstance(owner, type(registered)):
+            return
+        targets = getattr(owner, "TARGET_TYPES", ())
+        if targets and isinstance(module, targets):
+            return
+        fn_name = getattr(pruning_fn, "__name__", repr(pruning_fn))
+        raise PruningError(
+            f"get_pruning_group: pruning_fn {type(owner).__name__}.{fn_name} does not prune {name} "
+            f"({type(module).__name__}), whose pruner is {type(registered).__name__}. Pass "
+            f"{type(registered).__name__}'s prune_out_channels / prune_in_channels (for built-in layers, "
+            f"the tp.prune_<layer>_out_channels function of its type)"
         )
 
     def get_pruning_group(self, module: Any, pruning_fn: Any, idxs: Sequence[int]) -> Group:
@@ -329,14 +360,25 @@ class DependencyGraph(GroupLayouts):
 
     def _apply(self, group: Group) -> dict:
         self._require_built()
-        group = self._current(group)
+        if group.applied:
+            raise PruningError(
+                f"the group rooted at {group.root_name} was already pruned; pruning it again would remove "
+                f"other channels. Get a fresh group from get_pruning_group or get_all_groups"
+            )
+        # Inside a user's inference_mode block, sliced parameters would become inference
+        # tensors that can never train again.
+        with torch.inference_mode(False):
+            return self._apply_now(self._current(group))
+
+    def _apply_now(self, group: Group) -> dict:
         snapshot = self._checked_snapshot(group)
         old_sizes = {s: self.spaces[s].elems.numel() for s, _ in group._targets}
         space_idxs = self._space_idxs(group)
         calls = self._calls(group, space_idxs)
         try:
-            with recording(self._tensor_names) as rec:
-                for fn, target, idxs in calls:
+            with recording(self._tensor_names) as rec, slice_session() as session:
+                for k, (fn, target, idxs) in enumerate(calls):
+                    session.call = k
                     fn(target, idxs)
                 for s, pos in group._targets:
                     sp = self.spaces[s]
@@ -361,6 +403,7 @@ class DependencyGraph(GroupLayouts):
         self._drop_elements(space_idxs)
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
         group._comps = None  # done: it now describes what was removed, and is never re-derived
+        group.applied = True
         self.pruning_history.append(record)
         self.version += 1
         for s, _ in group._targets:
@@ -410,11 +453,17 @@ class DependencyGraph(GroupLayouts):
 
     def _soft_apply(self, group: Group) -> dict:
         """Record what :meth:`_apply` would remove, undo it, and zero those slices instead."""
-        group = self._current(group)
+        if group.applied:
+            raise PruningError(f"the group rooted at {group.root_name} was already pruned; get a fresh group")
+        with torch.inference_mode(False):
+            return self._soft_apply_now(self._current(group))
+
+    def _soft_apply_now(self, group: Group) -> dict:
         snapshot = self._checked_snapshot(group)
         try:
-            with recording(self._tensor_names) as rec:
-                for fn, target, idxs in self._calls(group, self._space_idxs(group)):
+            with recording(self._tensor_names) as rec, slice_session() as session:
+                for k, (fn, target, idxs) in enumerate(self._calls(group, self._space_idxs(group))):
+                    session.call = k
                     fn(target, idxs)
         finally:
             snapshot.restore()

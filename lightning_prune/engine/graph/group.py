@@ -113,6 +113,8 @@ class Group:
         self._comps = comps
         self._version = version
         self._layout_data = layout  # where its elements sit, for sub-groups
+        #: Set once :meth:`prune` succeeded: the group's positions now name other channels.
+        self.applied = False
 
     @property
     def _items(self) -> list[GroupItem]:

@@ -26,12 +26,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import PruningError
 from ..indices import KeptIdxs, SortedIdxs, complement, long_tensor
 from ..records import active_recorders
-
-
-class PruningError(ValueError):
-    """A prune was refused; the model is unchanged. The message says what to do instead."""
+from .session import active_session
 
 
 def layer_label(layer: nn.Module) -> str:
@@ -112,6 +110,9 @@ def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> 
         index = None
     if len(keep) == tensor.shape[dim] and keep == list(range(tensor.shape[dim])):
         return
+    session = active_session()
+    if session is not None and not session.should_slice(tensor, dim, len(keep)):
+        return  # a tied tensor, already cut by another layer of this prune
     if index is None:
         index = long_tensor(keep, tensor.device)
     with torch.no_grad():

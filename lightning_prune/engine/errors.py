@@ -1,0 +1,7 @@
+"""The engine's own exceptions, in one place so that every module can raise them without cycles."""
+
+from __future__ import annotations
+
+
+class PruningError(ValueError):
+    """A prune was refused; the model is unchanged. The message says what to do instead."""
