@@ -163,3 +163,102 @@ def test_pruning_fn_of_another_layer_type_is_refused() -> None:
     ref = copy.deepcopy(model)
     group.prune()
     assert model(x).shape == ref(x).shape
+
+
+class Scale(nn.Module):
+    """A custom layer with a per-channel weight and a per-channel buffer."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.register_buffer("offset", torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight[None, :, None, None] + self.offset[None, :, None, None]
+
+
+class ForgetfulScalePruner(tp.LayerPruner):
+    """A user's pruner with a bug: it slices the weight and forgets the buffer."""
+
+    couples_in_out = True
+
+    def prune_out_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        keep = [i for i in range(layer.weight.shape[0]) if i not in set(idxs)]
+        layer.weight = nn.Parameter(layer.weight.data[keep])
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.weight.shape[0]
+
+    get_in_channels = get_out_channels
+
+
+def _scaled_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Scale(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+
+def test_a_broken_user_pruner_is_refused_by_name_and_the_rest_prunes() -> None:
+    torch.manual_seed(0)
+    model, x = _scaled_net(), torch.randn(2, 3, 6, 6)
+    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(), pruning_ratio=0.5,
+                                  customized_pruners={Scale: ForgetfulScalePruner()})
+    with pytest.warns(UserWarning, match="kept whole"):
+        pruner.step()
+    assert model[0].out_channels == 8 and model[1].weight.shape == (8,), "the broken group is kept whole"
+    assert model[3].out_channels == 4, "the other group still prunes"
+    assert len(pruner.skipped) == 1
+    assert "in 1 (Scale)" in pruner.skipped[0] and "no longer runs forward" in pruner.skipped[0]
+    model(x).sum().backward()
+
+
+def test_a_broken_user_pruner_is_refused_for_a_hand_pruned_group() -> None:
+    model, x = _scaled_net(), torch.randn(2, 3, 6, 6)
+    DG = tp.DependencyGraph().build_dependency(model, x, customized_pruners={Scale: ForgetfulScalePruner()})
+    before = _state(model)
+    with pytest.raises(tp.PruningError, match=r"in 1 \(Scale\)"):
+        DG.get_pruning_group(model[0], tp.prune_conv_out_channels, [0, 1]).prune()
+    _assert_same_state(model, before)
+    assert model(x).shape == (2, 4, 6, 6)
+
+
+class ExplodingOnSecondCall(tp.LayerPruner):
+    """A pruner whose second call fails with an unexpected error (a bug, not a refusal)."""
+
+    couples_in_out = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def prune_out_channels(self, layer: nn.Module, idxs) -> nn.Module:
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyError("bug in a layer pruner")
+        keep = [i for i in range(layer.weight.shape[0]) if i not in set(idxs)]
+        layer.weight = nn.Parameter(layer.weight.data[keep])
+        layer.offset = layer.offset[keep]
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.weight.shape[0]
+
+    get_in_channels = get_out_channels
+
+
+def test_a_step_that_fails_midway_is_undone_entirely() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Scale(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          Scale(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    x = torch.randn(2, 3, 6, 6)
+    pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(), pruning_ratio=0.5,
+                                  customized_pruners={Scale: ExplodingOnSecondCall()})
+    before = _state(model)
+    with pytest.raises(KeyError, match="bug in a layer pruner"):
+        pruner.step()
+    _assert_same_state(model, before)
+    assert [model[0].out_channels, model[3].out_channels] == [8, 8]
+    assert pruner.current_step == 0 and pruner.pruning_history() == []
+    assert model(x).shape == (2, 4, 6, 6)

@@ -32,7 +32,7 @@ from .group import Group
 from .layout import GroupLayouts
 from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
 from .tied import couple_tied_spaces
-from .trace import Space, TraceError, Tracer
+from .trace import Space, TraceError, Tracer, output_shapes
 
 __all__ = ["DependencyGraph", "TraceError"]
 
@@ -50,6 +50,12 @@ class DependencyGraph(GroupLayouts):
     def __init__(self) -> None:
         self.model: nn.Module | None = None
         self.pruning_history: list[dict] = []
+        #: When a list, each successful group prune appends what undoes it (newest last):
+        #: a pruner uses it to make a whole step atomic.
+        self.undo_log: list[ModelSnapshot] | None = None
+        #: Re-run the model after every group prune and refuse the group if it broke
+        #: (normally only groups touching size-sensitive ops are re-checked).
+        self.check_every_prune = False
         #: Bumped whenever the graph's channels change (a build, a prune): groups made
         #: at one version are stale at the next.
         self.version = 0
@@ -117,6 +123,7 @@ class DependencyGraph(GroupLayouts):
         self.tied_tensors = couple_tied_spaces(result.table, result.spaces, {sp.key: sp for sp in result.spaces})
         self._example_inputs = example_inputs
         self._forward_fn = forward_fn
+        self.output_shapes = result.output_shapes
         self.trace_device = result.device
         self.unknown_ops = result.unknown_ops
         self._pruners = tracer.pruners
@@ -136,6 +143,9 @@ class DependencyGraph(GroupLayouts):
         sens = result.table.sensitive_mask()
         self._comp_sensitive = torch.zeros(n, dtype=torch.bool)
         self._comp_sensitive[self._comp[sens]] = True
+        for sp in result.spaces:  # a user's layer pruner is checked by running the model after it
+            if sp.module is not None and sp.pruner is not None and not _is_builtin(sp.pruner):
+                self._comp_sensitive[self._comp[sp.elems]] = True
         self._comp_heads = torch.zeros(n, dtype=torch.bool)
         self._comp_heads[self._comp[result.table.heads_mask()]] = True
         self._alive = torch.ones(n, dtype=torch.bool)
@@ -386,7 +396,7 @@ class DependencyGraph(GroupLayouts):
                         sync_ancestor_widths(self._modules, self._pruners, sp.name,
                                              old_sizes[s], old_sizes[s] - len(pos), journal=snapshot.note)
                 self._sync_block_counts(group, snapshot.note)
-            if group.sensitive:
+            if group.sensitive or self.check_every_prune:
                 err = self.dry_run()
                 if err is not None:
                     raise PruningError(f"the pruned model no longer runs forward: {err}")
@@ -401,6 +411,8 @@ class DependencyGraph(GroupLayouts):
                              f"A layer pruner that cannot prune should raise lightning_prune.engine.PruningError)")
             raise
         self._drop_elements(space_idxs)
+        if self.undo_log is not None:
+            self.undo_log.append(snapshot)
         record = {"tensors": rec.record, "attributes": snapshot.attribute_changes()}
         group._comps = None  # done: it now describes what was removed, and is never re-derived
         group.applied = True
@@ -522,18 +534,35 @@ class DependencyGraph(GroupLayouts):
         return calls
 
     def dry_run(self) -> str | None:
-        """Run the model forward once (on meta tensors when possible); the error, if any.
+        """Run the model forward once (on meta tensors when possible); what broke, if anything.
 
-        Uses the tracer's shape-only fast paths, so on the meta device it costs about as
-        much as building the graph.
+        ``None`` when the model runs and every output keeps the shape it had when the graph
+        was built; otherwise a message naming the failing module and op. Uses the tracer's
+        shape-only fast paths, so on the meta device it costs about a tenth of a build.
         """
         device = "meta" if self.trace_device == "meta" else "real"
         tracer = Tracer(self.model, self.customized_pruners, None, self.split_mode)
         try:
-            tracer.dry_run(self._example_inputs, self._forward_fn, device)
+            out = tracer.dry_run(self._example_inputs, self._forward_fn, device)
         except Exception as err:  # noqa: BLE001 - reported to the caller
-            return f"{type(err).__name__}: {err}"
+            where = self._failing_module(err)
+            return f"{where}{type(err).__name__}: {err}"
+        shapes = output_shapes(out)
+        if shapes != self.output_shapes:
+            return f"the output shapes changed from {self.output_shapes} to {shapes}"
         return None
+
+    def _failing_module(self, err: BaseException) -> str:
+        """``"in <name> (<Type>): "`` for the innermost module of the model whose code raised."""
+        found = ""
+        tb = err.__traceback__
+        while tb is not None:
+            owner = tb.tb_frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and id(owner) in self._module_names:
+                name = self._module_names[id(owner)] or "(the model)"
+                found = f"in {name} ({type(owner).__name__}): "
+            tb = tb.tb_next
+        return found
 
 
 def _is_builtin(pruner: Any) -> bool:

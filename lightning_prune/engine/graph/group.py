@@ -132,6 +132,11 @@ class Group:
         self.identity_units = fresh.identity_units
 
     @property
+    def graph(self) -> DependencyGraph:
+        """The dependency graph this group belongs to (and whose ``prune`` it calls)."""
+        return self._graph
+
+    @property
     def root_name(self) -> str:
         """Name of the root layer (or parameter), without building the items."""
         return self._graph.spaces[self._root].name

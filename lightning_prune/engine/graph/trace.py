@@ -26,7 +26,14 @@ from torch.utils import _pytree as pytree
 from ..inputs import call_model
 from ..pruning import get_layer_pruner
 from . import layer_rules
-from .fast_meta import fast_elementwise, fast_forward, is_builtin_forward, is_elementwise_module
+from .fast_meta import (
+    InputDtypeError,
+    dtype_checked_forward,
+    fast_elementwise,
+    fast_forward,
+    is_builtin_forward,
+    is_elementwise_module,
+)
 from .labels import ElementTable, Label
 from .ops import apply_rule, op_name
 from .ops_math import rule_elementwise
@@ -57,6 +64,8 @@ class TraceResult:
     unknown_ops: dict[str, int] = field(default_factory=dict)
     called: set[str] = field(default_factory=set)
     device: str = "meta"
+    #: Shape of every tensor in the (eval-mode) output, in pytree order: a prune must keep them.
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
 
 class _Recorder(TorchFunctionMode):
@@ -172,10 +181,11 @@ class Tracer:
     #: labels are recorded.
     recording = True
 
-    def dry_run(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> None:
+    def dry_run(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> Any:
+        """Run forward without recording labels; the output (meta tensors on the meta device)."""
         self.recording = False
         try:
-            self._run_once(example_inputs, forward_fn, device)
+            return self._run_once(example_inputs, forward_fn, device)
         finally:
             self.recording = True
 
@@ -234,8 +244,13 @@ class Tracer:
             try:
                 out = self._run_once(example_inputs, forward_fn, device)
             except Exception as err:  # noqa: BLE001 - we re-raise with context below
-                errors.append((device, err))
                 self._reset()
+                if isinstance(err, InputDtypeError):
+                    # The real model refuses these inputs as well: retrying on real tensors
+                    # would only fail again, with torch's message that names no layer.
+                    raise TraceError(f"the model cannot run on example_inputs ({_describe(example_inputs)}): "
+                                     f"{err}") from err
+                errors.append((device, err))
                 continue
             outs = [out]
             if not self.model.training and self._unreached():
@@ -252,7 +267,7 @@ class Tracer:
                     for leaf in _tensor_leaves(o):
                         self.state.freeze_all(leaf)
             return TraceResult(self.table, self.spaces, self.edges, dict(self.state.unknown_ops),
-                               set(self.called), device)
+                               set(self.called), device, output_shapes(out))
         device, err = errors[-1]
         raise TraceError(
             f"the model could not run on example_inputs ({_describe(example_inputs)}): "
@@ -324,17 +339,24 @@ class Tracer:
                         mod.__dict__["forward"] = self._elementwise(mod)
                         wrapped.append(mod)
                     continue
-                fast = fast_forward(mod) if device == "meta" and "forward" not in mod.__dict__ else None
+                # In place of a builtin layer's forward: a shape-only one on the meta device, or
+                # its own behind the dtype check that meta kernels (and a failed meta trace's
+                # real retry, for the message) would otherwise leave to torch or skip.
+                own = None
+                if "forward" not in mod.__dict__:
+                    name = self.module_names[id(mod)]
+                    fast = fast_forward(mod, name) if device == "meta" else None
+                    own = _unrecorded(fast) if fast is not None else dtype_checked_forward(mod, name)
                 if _bare(mod):
                     # no hooks of its own: wrap forward instead of adding two hooks, so the
                     # call keeps torch's hook-free fast path (a fifth of a small model's trace)
-                    mod.__dict__["forward"] = self._traced(mod, _unrecorded(fast) if fast is not None else mod.forward)
+                    mod.__dict__["forward"] = self._traced(mod, own if own is not None else mod.forward)
                     wrapped.append(mod)
                     continue
                 handles.append(mod.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
                 handles.append(mod.register_forward_hook(self._post_hook, with_kwargs=True))
-                if fast is not None:
-                    mod.__dict__["forward"] = _unrecorded(fast)
+                if own is not None:
+                    mod.__dict__["forward"] = own
             with torch.no_grad(), _Recorder(self):
                 for t in _tensor_leaves(inputs):
                     self.state.set(t, (None,) * t.dim())
@@ -352,6 +374,11 @@ class Tracer:
                 mod.__dict__.pop("forward", None)
             _restore_attributes(snapshot)  # also drops the other shape-only forwards
         return out
+
+
+def output_shapes(out: Any) -> list[tuple[int, ...]]:
+    """The shape of every tensor in a model output, in pytree order."""
+    return [tuple(t.shape) for t in _tensor_leaves(out)]
 
 
 class TraceError(RuntimeError):

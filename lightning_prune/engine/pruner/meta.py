@@ -252,19 +252,19 @@ class MetaPruner:
             return iter(()) if interactive else {"tensors": {}, "attributes": {}}
         self.current_step += 1
         self.skipped = []
-        gen = self._step_groups()
         if interactive:
-            return self._interactive(gen)
-        records = []
+            return self._interactive(self._step_groups())
         try:
-            for group in gen:
-                try:
-                    records.append(group.prune())
-                except PruningError as err:
-                    self.skipped.append(str(err).splitlines()[0])
-        except Exception:
-            if not records:
-                self.current_step -= 1  # nothing was pruned: the step did not happen
+            try:
+                records = self._prune_step(check_each=False)
+            except _BrokenStep:
+                # Some group left a model that no longer runs, which its own checks did not
+                # catch. The step was undone; redo it checking every group, so that only the
+                # groups that break the model are kept whole (and named in pruner.skipped).
+                self.skipped = []
+                records = self._prune_step(check_each=True)
+        except BaseException:
+            self.current_step -= 1  # the step was undone: it did not happen
             raise
         if self.skipped:
             warnings.warn(f"{len(self.skipped)} group(s) were kept whole because pruning them would break the "
@@ -272,6 +272,48 @@ class MetaPruner:
         record = _merge(records)
         self._history.append(record)
         return record
+
+    def _prune_step(self, check_each: bool) -> list[dict]:
+        """Prune this step's groups; all or nothing.
+
+        Each successful group prune leaves its undo in a log. If anything raises, or the
+        model no longer runs forward after the step, every group is undone (newest first)
+        and the graph is rebuilt, so the model is exactly as before the step.
+        """
+        undo: list = []
+        graph_at_start = self.DG
+        history_at_start = len(graph_at_start.pruning_history)
+        records: list[dict] = []
+        graphs: list[DependencyGraph] = []
+        try:
+            for group in self._step_groups():
+                graph = group.graph
+                if graph not in graphs:
+                    graphs.append(graph)
+                    graph.undo_log, graph.check_every_prune = undo, check_each
+                try:
+                    records.append(group.prune())
+                except PruningError as err:
+                    self.skipped.append(str(err).splitlines()[0])
+            problem = self.DG.dry_run() if records and not check_each else None
+        except BaseException:
+            self._undo(undo, graph_at_start, history_at_start)
+            raise
+        finally:
+            for graph in graphs:
+                graph.undo_log, graph.check_every_prune = None, False
+        if problem is not None:
+            self._undo(undo, graph_at_start, history_at_start)
+            raise _BrokenStep(problem)
+        return records
+
+    def _undo(self, undo: list, graph_at_start: DependencyGraph, history_at_start: int) -> None:
+        for snapshot in reversed(undo):
+            snapshot.restore()
+        if undo or self.DG is not graph_at_start:
+            kept = graph_at_start.pruning_history[:history_at_start]
+            self.DG = self._build("offsets")
+            self.DG.pruning_history = kept
 
     def _interactive(self, gen: Iterator[Group]) -> Iterator[Group]:
         start = len(self.DG.pruning_history)
@@ -418,6 +460,10 @@ class MetaPruner:
         if self.global_pruning:
             return "global"
         return None
+
+
+class _BrokenStep(Exception):
+    """A step pruned groups that each passed their checks, and the model no longer runs."""
 
 
 def _merge(records: list[dict]) -> dict:
