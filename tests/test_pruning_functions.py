@@ -438,9 +438,17 @@ def test_layernorm() -> None:
     assert ln.normalized_shape == (3,) and ln(torch.randn(3)).shape == (3,)
 
 
-def test_layernorm_multi_dim_refused_and_no_affine() -> None:
+def test_layernorm_multi_dim_prunes_its_first_dim_and_no_affine() -> None:
     ln = nn.LayerNorm((3, 4))
-    assert_refused(prune_layernorm_out_channels, ln, [0], "only a 1-D normalized_shape")
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    w0, b0 = ln.weight.detach().clone(), ln.bias.detach().clone()
+    prune_layernorm_out_channels(ln, [0])
+    assert ln.normalized_shape == (2, 4) and ln.weight.shape == (2, 4) and ln.bias.shape == (2, 4)
+    x = torch.randn(5, 2, 4)
+    ref = F.layer_norm(x, (2, 4), w0[1:], b0[1:], ln.eps)
+    torch.testing.assert_close(ln(x), ref, atol=ATOL, rtol=0)
     ln = nn.LayerNorm(4, elementwise_affine=False)
     prune_layernorm_out_channels(ln, [0])
     assert ln.normalized_shape == (3,) and ln(torch.randn(2, 3)).shape == (2, 3)

@@ -6,6 +6,11 @@ need the *shape* of their output, so during a meta trace their ``forward`` is sw
 one of these functions (restored afterwards). Anything unusual (``output_size`` for a
 transposed conv, string padding with dilation...) returns ``None`` from the selector and
 keeps the layer's own forward.
+
+Meta kernels check shapes but not dtypes: a float64 or int64 input runs through a float32
+conv on the meta device, though the real model would refuse it. So every forward here
+first runs :func:`input_dtype_check`, which mirrors torch's own dtype checks, and the
+tracer puts the same check in front of the builtin layers that keep their own forward.
 """
 
 from __future__ import annotations
@@ -16,14 +21,133 @@ from typing import Any
 import torch
 from torch import nn
 
+_RMSNorm = getattr(nn, "RMSNorm", None)  # torch >= 2.4
+_NORMALIZED = (nn.LayerNorm,) + ((_RMSNorm,) if _RMSNorm is not None else ())
+
 _SHAPE_PRESERVING = (
-    nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.PReLU,
+    nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.PReLU, *_NORMALIZED,
 )
 
+#: Reduced-precision inputs that torch's norm kernels accept with float32 parameters.
+_MIXED_NORM_INPUTS = (torch.float16, torch.bfloat16)
+_INDEX_DTYPES = (torch.int64, torch.int32)
 
-def _same_fn(module: nn.Module) -> Callable:
+
+class InputDtypeError(RuntimeError):
+    """A builtin layer got an input whose dtype torch's own kernel refuses."""
+
+
+def _autocast_on() -> bool:
+    """Autocast casts layer inputs itself: a mismatch outside it is no error inside it.
+
+    Only asked once a dtype differs, so the usual trace never pays for it.
+    """
+    return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+
+
+def _advice(param_dtype: torch.dtype) -> str:
+    short = str(param_dtype).replace("torch.", "")
+    cast = {torch.float32: "x.float()", torch.float64: "x.double()", torch.float16: "x.half()",
+            torch.bfloat16: "x.bfloat16()"}.get(param_dtype, f"x.to({param_dtype})")
+    return (f"Pass example_inputs in the dtype the model runs on (here {short}: `{cast}`), or convert the "
+            f"model to the inputs' dtype before building the graph")
+
+
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def input_dtype_check(module: nn.Module, name: str = "") -> Callable[[torch.Tensor], None] | None:
+    """A check that raises :class:`InputDtypeError` where torch would refuse the input's dtype.
+
+    It mirrors torch's CPU and CUDA kernels: convs, linear layers, PReLU and attention need
+    the input in their weight's dtype; norm layers need a floating input in their
+    parameters' dtype, or float16/bfloat16 against float32 parameters (torch's mixed
+    path); RMSNorm needs a floating input of any precision; an embedding needs int64 or
+    int32 ids. ``None`` for layers without such a check (FrozenBatchNorm2d is plain
+    arithmetic and promotes). Parameter dtypes are read once: they do not change during a
+    trace. Nothing is checked under autocast, which casts the inputs itself.
+    """
+    where = f"layer '{name}' ({type(module).__name__})" if name else f"layer {type(module).__name__}"
+
+    if isinstance(module, nn.Embedding):
+        def check_ids(x: torch.Tensor) -> None:
+            if x.dtype not in _INDEX_DTYPES:
+                raise InputDtypeError(
+                    f"{where} takes integer ids (int64 or int32) but got an input of dtype {_short(x.dtype)}. "
+                    f"Pass the ids as integers (`x.long()`)")
+        return check_ids
+
+    if isinstance(module, nn.modules.conv._ConvNd | nn.Linear | nn.PReLU | nn.MultiheadAttention):
+        pname = next((n for n in ("weight", "in_proj_weight", "q_proj_weight")
+                      if isinstance(getattr(module, n, None), torch.Tensor)), None)
+        if pname is None:
+            return None
+        want = getattr(module, pname).dtype
+
+        def check_same(x: torch.Tensor) -> None:
+            if x.dtype != want and not _autocast_on():
+                raise InputDtypeError(
+                    f"{where} got an input of dtype {_short(x.dtype)} but its {pname} is {_short(want)}, and "
+                    f"torch runs it only on inputs of its weight's dtype. {_advice(want)}")
+        return check_same
+
+    if _RMSNorm is not None and isinstance(module, _RMSNorm):
+        weight = getattr(module, "weight", None)
+        usual = weight.dtype if isinstance(weight, torch.Tensor) else torch.get_default_dtype()
+
+        def check_floating(x: torch.Tensor) -> None:
+            if not (x.dtype.is_floating_point or x.dtype.is_complex) and not _autocast_on():
+                raise InputDtypeError(f"{where} got an input of dtype {_short(x.dtype)}, and torch normalizes "
+                                      f"floating inputs only. {_advice(usual)}")
+        return check_floating
+
+    if isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
+        params = [(n, t.dtype) for n in ("weight", "bias", "running_mean", "running_var")
+                  if isinstance(t := getattr(module, n, None), torch.Tensor)]
+        default = params[0][1] if params else torch.get_default_dtype()
+
+        def check_norm(x: torch.Tensor) -> None:
+            dtype = x.dtype
+            if not (dtype.is_floating_point or dtype.is_complex):
+                if not _autocast_on():
+                    raise InputDtypeError(f"{where} got an input of dtype {_short(dtype)}, and torch normalizes "
+                                          f"floating inputs only. {_advice(default)}")
+                return
+            for pname, want in params:
+                if want != dtype and not (want == torch.float32 and dtype in _MIXED_NORM_INPUTS) \
+                        and not _autocast_on():
+                    raise InputDtypeError(
+                        f"{where} got an input of dtype {_short(x.dtype)} but its {pname} is {_short(want)}, and "
+                        f"torch runs it only on inputs of its parameters' dtype (or float16/bfloat16 inputs with "
+                        f"float32 parameters). {_advice(want)}")
+        return check_norm
+    return None
+
+
+def dtype_checked_forward(module: nn.Module, name: str = "") -> Callable | None:
+    """The module's own forward behind :func:`input_dtype_check`, for builtin layers that
+    keep it while tracing (no closed form here, or a trace on real tensors); ``None``
+    when there is nothing to check."""
+    if not is_builtin_forward(module):
+        return None
+    check = input_dtype_check(module, name)
+    if check is None:
+        return None
+    own = type(module).forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        if isinstance(x, torch.Tensor):
+            check(x)
+        return own(module, *args, **kwargs)
+
+    return forward
+
+
+def _same_fn(module: nn.Module, check: Callable[[torch.Tensor], None] | None) -> Callable:
     """Shape-preserving layers; the channel check mirrors torch's own error."""
-    if isinstance(module, nn.LayerNorm):
+    if isinstance(module, _NORMALIZED):
         want, dim = tuple(module.normalized_shape), None
     elif isinstance(module, nn.GroupNorm):
         want, dim = module.num_channels, 1
@@ -34,6 +158,8 @@ def _same_fn(module: nn.Module) -> Callable:
     label = type(module).__name__
 
     def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if check is not None:
+            check(x)
         if dim is None:
             if tuple(x.shape[-len(want):]) != want:
                 raise RuntimeError(f"{label}: expected input with shape [*, {', '.join(map(str, want))}], "
@@ -49,7 +175,7 @@ def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def _conv_fn(conv: nn.modules.conv._ConvNd) -> Callable | None:
+def _conv_fn(conv: nn.modules.conv._ConvNd, check: Callable[[torch.Tensor], None] | None) -> Callable | None:
     if isinstance(conv.padding, str):
         if conv.padding != "valid":
             return None
@@ -62,6 +188,8 @@ def _conv_fn(conv: nn.modules.conv._ConvNd) -> Callable | None:
     def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if args or kwargs:
             raise RuntimeError("unexpected args")
+        if check is not None:
+            check(x)
         if x.dim() < len(ks) + 1 or x.shape[-len(ks) - 1] != in_ch:
             raise RuntimeError(f"{type(conv).__name__}: expected input with {in_ch} channels, got {list(x.shape)}")
         spatial = x.shape[-len(ks):]
@@ -72,7 +200,8 @@ def _conv_fn(conv: nn.modules.conv._ConvNd) -> Callable | None:
     return forward
 
 
-def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd) -> Callable | None:
+def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd,
+                       check: Callable[[torch.Tensor], None] | None) -> Callable | None:
     ks, st, pd, dl, op = conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.output_padding
     if isinstance(pd, str):
         return None
@@ -81,6 +210,8 @@ def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd) -> Callable | Non
     def forward(x: torch.Tensor, output_size: Any = None) -> torch.Tensor:
         if output_size is not None:
             raise RuntimeError("output_size needs the real forward")
+        if check is not None:
+            check(x)
         if x.dim() < len(ks) + 1 or x.shape[-len(ks) - 1] != in_ch:
             raise RuntimeError(f"{type(conv).__name__}: expected input with {in_ch} channels, got {list(x.shape)}")
         spatial = x.shape[-len(ks):]
@@ -92,10 +223,12 @@ def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd) -> Callable | Non
     return forward
 
 
-def _linear_fn(linear: nn.Linear) -> Callable:
+def _linear_fn(linear: nn.Linear, check: Callable[[torch.Tensor], None] | None) -> Callable:
     out, inn = linear.out_features, linear.in_features
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        if check is not None:
+            check(x)
         if x.dim() == 0 or x.shape[-1] != inn:
             raise RuntimeError(f"Linear: expected input with {inn} features in the last dim, got {list(x.shape)}")
         return torch.empty(list(x.shape[:-1]) + [out], dtype=x.dtype, device="meta")
@@ -103,16 +236,18 @@ def _linear_fn(linear: nn.Linear) -> Callable:
     return forward
 
 
-def _embedding_fn(emb: nn.Embedding) -> Callable:
+def _embedding_fn(emb: nn.Embedding, check: Callable[[torch.Tensor], None] | None) -> Callable:
     dim, dtype = emb.embedding_dim, emb.weight.dtype
 
     def forward(idx: torch.Tensor) -> torch.Tensor:
+        if check is not None:
+            check(idx)
         return torch.empty(list(idx.shape) + [dim], dtype=dtype, device="meta")
 
     return forward
 
 
-def _attention_fn(mha: nn.MultiheadAttention) -> Callable | None:
+def _attention_fn(mha: nn.MultiheadAttention, check: Callable[[torch.Tensor], None] | None) -> Callable | None:
     """``nn.MultiheadAttention``: ``(out [.., L, E], weights or None)``.
 
     Its functional forward runs dozens of Python meta references (~2.5 ms a layer, half of
@@ -134,6 +269,9 @@ def _attention_fn(mha: nn.MultiheadAttention) -> Callable | None:
     def forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: Any = None,
                 need_weights: bool = True, attn_mask: Any = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if check is not None:
+            for t in (query, key, value):
+                check(t)
         if query.dim() not in (2, 3) or key.dim() != query.dim() or value.dim() != query.dim():
             raise RuntimeError(f"MultiheadAttention: expected 2-D or 3-D query, key and value, got "
                                f"{list(query.shape)}, {list(key.shape)}, {list(value.shape)}")
@@ -154,22 +292,26 @@ def _attention_fn(mha: nn.MultiheadAttention) -> Callable | None:
     return forward
 
 
-def fast_forward(module: nn.Module) -> Callable | None:
-    """A shape-only replacement for ``module.forward``, or ``None`` to keep the real one."""
+def fast_forward(module: nn.Module, name: str = "") -> Callable | None:
+    """A shape-only replacement for ``module.forward``, or ``None`` to keep the real one.
+
+    ``name`` (the module's qualified name) is for the message of a refused input dtype.
+    """
     if not is_builtin_forward(module):
         return None
+    check = input_dtype_check(module, name)
     if isinstance(module, nn.MultiheadAttention):
-        return _attention_fn(module)
+        return _attention_fn(module, check)
     if isinstance(module, _SHAPE_PRESERVING) or not isinstance(module, nn.modules.conv._ConvNd | nn.Linear | nn.Embedding):
-        return _same_fn(module)
+        return _same_fn(module, check)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return _conv_transpose_fn(module)
+        return _conv_transpose_fn(module, check)
     if isinstance(module, nn.modules.conv._ConvNd):
-        return _conv_fn(module)
+        return _conv_fn(module, check)
     if isinstance(module, nn.Linear):
-        return _linear_fn(module)
+        return _linear_fn(module, check)
     if isinstance(module, nn.Embedding):
-        return _embedding_fn(module)
+        return _embedding_fn(module, check)
     return None
 
 
@@ -178,7 +320,7 @@ _BUILTIN_FORWARDS = {
         nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
         nn.Linear, nn.Embedding, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
         nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm, nn.PReLU,
-        nn.MultiheadAttention,
+        nn.MultiheadAttention, *((_RMSNorm,) if _RMSNorm is not None else ()),
     )
 }
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _RNN = (nn.LSTM, nn.GRU, nn.RNN)
+_NORMALIZED = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
 
 def _is_builtin(tracer: Tracer, module: nn.Module) -> bool:
@@ -132,6 +133,8 @@ def apply_module_rule(tracer: Tracer, module: nn.Module, name: str, pruner: Any,
 
     cin = _dim(pruner, module, "in")
     cout = _dim(pruner, module, "out")
+    if builtin and isinstance(module, _NORMALIZED) and x is not None:
+        _freeze_inner_normalized(tracer, module, x)
     is_embedding = builtin and isinstance(module, nn.Embedding)
     if out_lab is None and in_lab is None and x is not None:
         # Nothing to prune in this layer (e.g. PReLU with one shared slope): transparent.
@@ -160,6 +163,15 @@ def apply_module_rule(tracer: Tracer, module: nn.Module, name: str, pruner: Any,
         elif i == 0:
             tracer.table.freeze(out_lab)
         st.set(o, tuple(labels), here)
+
+
+def _freeze_inner_normalized(tracer: Tracer, norm: nn.Module, x: torch.Tensor) -> None:
+    """``LayerNorm([C, H, W])`` prunes only ``C``: ``H`` and ``W`` are fixed in
+    ``normalized_shape`` (and its weight), so whatever they carry cannot be pruned."""
+    n = len(tuple(norm.normalized_shape))
+    labels = tracer.state.labels(x)
+    for k in range(1, min(n, x.dim())):
+        tracer.table.freeze(labels[-k])
 
 
 def _conv_groups(tracer: Tracer, conv: nn.Module, out_lab: Label | None, in_lab: Label | None):

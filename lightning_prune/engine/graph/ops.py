@@ -31,7 +31,7 @@ _SHAPE_RULES = {
     **dict.fromkeys(["stack"], s.rule_stack),
     **dict.fromkeys(["split", "chunk", "tensor_split", "split_with_sizes", "unbind", "unsafe_split",
                      "unsafe_chunk"], s.rule_split),
-    **dict.fromkeys(["narrow", "select"], s.rule_narrow_select),
+    **dict.fromkeys(["narrow", "narrow_copy", "select"], s.rule_narrow_select),
     "__getitem__": s.rule_getitem,
     "__setitem__": s.rule_setitem,
     "index_select": s.rule_index_select,
@@ -42,15 +42,16 @@ _SHAPE_RULES = {
     **dict.fromkeys(["channel_shuffle", "native_channel_shuffle"], s.rule_channel_shuffle),
 }
 
-# Ops whose output values are scattered, sorted or gathered along a dim: labeled dims that
-# they touch cannot be followed, so they are frozen.
+# Ops whose output values are scattered, sorted or gathered along a dim, or written to fixed
+# positions of it: labeled dims that they touch cannot be followed, so they are frozen.
 _FREEZING = {
     "sort", "argsort", "topk", "gather", "scatter", "scatter_add", "scatter_reduce", "nonzero",
     "masked_select", "unique", "unique_consecutive", "take", "take_along_dim", "kthvalue", "mode",
     "index_put", "index_put_", "index_add", "index_copy", "masked_scatter", "unfold", "fold",
     "bincount", "histc", "searchsorted", "bucketize", "multinomial", "cdist", "pdist", "diag",
     "diagonal", "tril", "triu", "trace", "outer", "kron", "cross", "stft", "fft_fft", "det",
-    "inverse", "nms", "batched_nms",
+    "inverse", "nms", "batched_nms", "index_fill", "index_reduce", "slice_scatter", "select_scatter",
+    "diagonal_scatter", "as_strided", "hsplit", "vsplit", "dsplit",
 }
 
 # Ops whose outputs do not depend on the inputs' channel layout at all (fresh constants).

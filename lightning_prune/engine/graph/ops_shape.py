@@ -1,8 +1,9 @@
 """Label rules for ops that move, merge, split or select tensor dims.
 
 Each rule receives the positional ``args``/``kwargs`` of the call and its output, and
-sets the output's labels from the input's. None of them look at tensor *values*, so they
-work on the meta device.
+sets the output's labels from the input's. None of them look at the values of the tensors
+being moved, so they work on the meta device; selections look at their index (a slice,
+an index list or tensor) to tell a whole dim from part of one.
 """
 
 from __future__ import annotations
@@ -292,12 +293,14 @@ def rule_split(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -
     outs = _outputs(out)
     if labs[dim] is not None:
         even = len(outs) > 1 and all(o.dim() == x.dim() and o.shape[dim] == outs[0].shape[dim] for o in outs)
+        whole = len(outs) == 1 and outs[0].dim() == x.dim() and outs[0].shape[dim] == x.shape[dim]
         if name in ("chunk", "unsafe_chunk", "tensor_split") and isinstance(sizes, int) and even:
             # Equal chunks of the current width: every chunk must lose the same offsets.
             grid = labs[dim].view(len(outs), -1)
             st.table.unify_broadcast(grid, grid[:1])
-        elif name != "chunk":
-            # Section sizes written as ints (often from an attribute) will not follow a prune.
+        elif not whole:
+            # Section sizes written as ints (often from an attribute) will not follow a
+            # prune, and neither do unequal chunks (chunk(3) of 8 is 3+3+2; of 7, 3+3+1).
             st.table.mark_sensitive(labs[dim])
     offset = 0
     for o in outs:
@@ -309,6 +312,49 @@ def rule_split(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -
         st.set(o, tuple(new), prods)
 
 
+# A selection by value (``x[:, :8]``, ``x.narrow(1, 0, 8)``, ``x[:, [0, 2]]``) names fixed
+# positions: once a channel before or inside it is pruned, the same positions pick other
+# channels, or more than are left. So a labeled dim it selects from keeps its labels only
+# when the selection is the whole dim in order, and is frozen otherwise. A slice that
+# covers the dim still does after a prune (slice bounds clamp); a whole-dim ``narrow`` or
+# index list written with the current width does not, so those are marked sensitive and
+# a prune that touches them is checked by a dry run.
+
+
+def _whole_slice(k: slice, n: int) -> bool:
+    """``k`` selects every position of a dim of size ``n``, in order."""
+    try:
+        return k.indices(n) == (0, n, 1)
+    except (TypeError, ValueError, RuntimeError):  # bounds we cannot read (meta tensors)
+        return False
+
+
+def _whole_index(index: Any, n: int) -> bool:
+    """``index`` (positions or a boolean mask) selects every position of a dim of size ``n``, in order."""
+    if is_tensor(index) and index.device.type == "meta":
+        return False
+    idx = torch.as_tensor(index).cpu()
+    if idx.dim() != 1 or idx.numel() != n:
+        return False
+    if idx.dtype == torch.bool:
+        return bool(idx.all())
+    if idx.dtype.is_floating_point or idx.dtype.is_complex:
+        return False
+    return bool(torch.equal(idx.long(), torch.arange(n)))
+
+
+def _selected(st: TraceState, lab: Label | None, whole: bool, sensitive: bool = False) -> Label | None:
+    """The labels of a selection from a dim labeled ``lab``: all of them, or none (frozen)."""
+    if lab is None:
+        return None
+    if not whole:
+        st.table.freeze(lab)
+        return None
+    if sensitive:
+        st.table.mark_sensitive(lab)
+    return lab
+
+
 def rule_narrow_select(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     x = args[0]
     labs = list(st.labels(x))
@@ -317,14 +363,15 @@ def rule_narrow_select(st: TraceState, name: str, args: tuple, kwargs: dict, out
         if labs[dim] is not None:
             st.table.freeze(labs[dim])
         labs.pop(dim)
-    else:
+    elif labs[dim] is not None:  # narrow, narrow_copy
         start = args[2] if len(args) > 2 else kwargs.get("start")
         length = args[3] if len(args) > 3 else kwargs.get("length")
-        if is_tensor(start):
-            start = int(start)
-        if labs[dim] is not None:
-            start = _norm_dim(start, x.shape[dim])
-            labs[dim] = labs[dim][start:start + length]
+        n = x.shape[dim]
+        try:
+            whole = int(length) == n and _norm_dim(int(start), n) == 0
+        except (TypeError, ValueError, RuntimeError, NotImplementedError):  # a meta start: unknown
+            whole = False
+        labs[dim] = _selected(st, labs[dim], whole, sensitive=True)
     st.set(out, tuple(labs), st.prods(x))
 
 
@@ -352,18 +399,13 @@ def index_labels(st: TraceState, x: torch.Tensor, key: Any) -> Labels | None:
             d += 1
         elif isinstance(k, slice):
             lab = labs[d]
-            out.append(lab[k] if lab is not None else None)
+            out.append(_selected(st, lab, lab is not None and _whole_slice(k, x.shape[d])))
             d += 1
         elif (is_tensor(k) and k.dim() == 1) or (isinstance(k, list) and all(isinstance(v, int) for v in k)):
+            # positions or a boolean mask (a list of bools is a mask too)
             advanced += 1
             lab = labs[d]
-            if lab is not None:
-                if is_tensor(k) and k.device.type == "meta":
-                    st.table.freeze(lab)
-                    lab = None
-                else:
-                    lab = lab[torch.as_tensor(k).cpu()]
-            out.append(lab)
+            out.append(_selected(st, lab, lab is not None and _whole_index(k, x.shape[d]), sensitive=True))
             d += 1
         else:
             return None
@@ -406,11 +448,7 @@ def rule_index_select(st: TraceState, name: str, args: tuple, kwargs: dict, out:
     index = args[2] if len(args) > 2 else kwargs.get("index")
     labs = list(st.labels(x))
     if labs[dim] is not None:
-        if index.device.type == "meta":
-            st.table.freeze(labs[dim])
-            labs[dim] = None
-        else:
-            labs[dim] = labs[dim][index.cpu().long()]
+        labs[dim] = _selected(st, labs[dim], _whole_index(index, x.shape[dim]), sensitive=True)
     st.set(out, tuple(labs), st.prods(x))
 
 

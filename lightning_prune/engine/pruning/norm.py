@@ -127,30 +127,35 @@ def frozen_batchnorm_type() -> type | None:
 
 
 class LayerNormPruner(CoupledPruner):
-    """``LayerNorm``: prunes the last (only) dim of a 1-D ``normalized_shape``."""
+    """``LayerNorm``: prunes the first dim of ``normalized_shape``.
+
+    A 1-D ``normalized_shape`` is the input's last dim (the transformer case). A longer one
+    (``LayerNorm([C, H, W])`` after a conv) normalizes the input's trailing dims together:
+    its channels are the first of them, tensor dim ``-len(normalized_shape)``, and the
+    affine ``weight``/``bias`` of shape ``normalized_shape`` are sliced along their dim 0.
+    The other normalized dims keep their size (the tracer freezes them).
+    """
 
     TARGET_TYPES = (nn.LayerNorm,)
     NAME = "layernorm"
     out_channel_dim = -1
     in_channel_dim = -1
 
+    def out_channel_dim_of(self, layer: nn.Module) -> int:
+        return -max(len(tuple(layer.normalized_shape)), 1)
+
+    def in_channel_dim_of(self, layer: nn.Module) -> int:
+        return self.out_channel_dim_of(layer)
+
     def channel_tensors(self, layer: nn.Module) -> list[tuple[torch.Tensor | None, int]]:
         return [(getattr(layer, "weight", None), 0), (getattr(layer, "bias", None), 0)]
 
-    def plan(self, layer: nn.Module, remove: list[int], what: object) -> object:
-        shape = tuple(layer.normalized_shape)
-        if len(shape) != 1:
-            raise PruningError(
-                f"{what}: normalized_shape {shape} spans {len(shape)} dims; only a 1-D normalized_shape "
-                f"can be pruned. Exclude this layer with ignored_layers (or use a 1-D normalized_shape)"
-            )
-        return None
-
     def resize(self, layer: nn.Module, size: int, plan: object) -> None:
-        layer.normalized_shape = (size,)
+        layer.normalized_shape = (size, *tuple(layer.normalized_shape)[1:])
 
-    def get_out_channels(self, layer: nn.Module) -> int:
-        return int(tuple(layer.normalized_shape)[-1])
+    def get_out_channels(self, layer: nn.Module) -> int | None:
+        shape = tuple(layer.normalized_shape)
+        return int(shape[0]) if shape else None
 
 
 _RMSNorm = getattr(nn, "RMSNorm", None)
