@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_prune.engine.graph.labels import connected_components
+from lightning_prune.engine.trace.labels import connected_components
 
 
 def _reference(n: int, a: list[int], b: list[int]) -> list[int]:

@@ -246,7 +246,7 @@ def test_get_all_groups_respects_ignored_layers_and_root_types():
 
 def test_producers_of_a_residual_stream_stay_bounded_and_groups_stay_whole():
     """A deep residual stream must not give every layer an edge to every earlier block."""
-    from lightning_prune.engine.graph.state import MAX_PRODUCERS
+    from lightning_prune.engine.trace.state import MAX_PRODUCERS
 
     class Block(nn.Module):
         def __init__(self) -> None:
@@ -378,7 +378,7 @@ class _Activations(nn.Module):
 def test_activation_layers_label_like_the_recorded_ops(make, monkeypatch):
     """On the meta device, activation and dropout layers are labelled directly instead of
     through the recorded element-wise op; the groups must be exactly the same."""
-    from lightning_prune.engine.graph import fast_meta, trace
+    from lightning_prune.engine.trace import fast_meta, tracer as trace
 
     torch.manual_seed(0)
     model = make().eval()

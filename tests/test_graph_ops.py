@@ -392,7 +392,7 @@ def test_depthwise_conv_is_coupled_in_and_out():
     ("adaptive_avg_pool3d", (1, 6, 4, 5, 6), (2, 3, 1)),
 ])
 def test_meta_shortcut_for_adaptive_pooling_matches_torch(fn, shape, size):
-    from lightning_prune.engine.graph.fast_meta import fast_elementwise
+    from lightning_prune.engine.trace.fast_meta import fast_elementwise
 
     got = fast_elementwise(fn, (torch.empty(shape, device="meta"), size), {})
     want = getattr(torch.nn.functional, fn)(torch.zeros(shape), size)
@@ -404,7 +404,7 @@ def test_meta_shortcut_for_adaptive_pooling_matches_torch(fn, shape, size):
 @pytest.mark.parametrize("need_weights,average", [(False, True), (True, True), (True, False)])
 def test_fast_attention_shapes_match_torch(batch_first, batched, need_weights, average):
     """The meta stand-in for nn.MultiheadAttention gives torch's output shapes."""
-    from lightning_prune.engine.graph.fast_meta import fast_forward
+    from lightning_prune.engine.trace.fast_meta import fast_forward
 
     mha = nn.MultiheadAttention(16, 4, batch_first=batch_first, kdim=12, vdim=10)
     q_shape, kv_len = ((2, 5, 16) if batch_first else (5, 2, 16)) if batched else (5, 16), 7
@@ -423,7 +423,7 @@ def test_fast_attention_shapes_match_torch(batch_first, batched, need_weights, a
 
 
 def test_fast_attention_rejects_a_wrong_width():
-    from lightning_prune.engine.graph.fast_meta import fast_forward
+    from lightning_prune.engine.trace.fast_meta import fast_forward
 
     fast = fast_forward(nn.MultiheadAttention(16, 4))
     x = torch.empty(5, 2, 12, device="meta")
@@ -432,7 +432,7 @@ def test_fast_attention_rejects_a_wrong_width():
 
 
 def test_fast_sdpa_shape_matches_torch():
-    from lightning_prune.engine.graph.fast_meta import fast_elementwise
+    from lightning_prune.engine.trace.fast_meta import fast_elementwise
 
     q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 6)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v)

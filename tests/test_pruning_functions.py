@@ -54,7 +54,7 @@ from lightning_prune.engine.pruning import (
     prune_rnn_out_channels,
 )
 from lightning_prune.engine.pruning import __all__ as PRUNING_ALL
-from lightning_prune.engine.pruning.conv import describe_layer
+from lightning_prune.engine.layers.conv import describe_layer
 
 ATOL = 1e-5
 
@@ -729,12 +729,12 @@ def test_registry_defaults_and_mro() -> None:
 
 
 def test_frozen_batchnorm_lookup_survives_broken_torchvision(monkeypatch) -> None:
-    import lightning_prune.engine.pruning as pruning
-    from lightning_prune.engine.pruning.norm import frozen_batchnorm_type
+    from lightning_prune.engine.layers import registry
+    from lightning_prune.engine.layers.norm import frozen_batchnorm_type
 
     monkeypatch.setitem(sys.modules, "torchvision.ops.misc", None)  # `import` now raises
     assert frozen_batchnorm_type() is None
-    pruning._register_frozen_batchnorm()  # must not raise
+    registry.register_frozen_batchnorm()  # must not raise
     assert get_layer_pruner(nn.Conv2d(1, 1, 1)) is prune_conv_out_channels.__self__
 
 

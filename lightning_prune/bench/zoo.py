@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..engine import DependencyGraph, PruningError
-from ..engine.graph.trace import _tensor_leaves
+from ..engine.tree import tensor_leaves
 from ..engine.importance import GroupMagnitudeImportance
 from ..engine.inputs import call_model
 from ..engine.pruner.planning import unit_scores
@@ -281,7 +281,7 @@ def check_model(name: str, ratio: float = 0.5, image_size: int | None = None,
         after = _detection_signature(out) if task == "detection" else _outputs_signature(out)
         if after != sig:
             raise AssertionError(f"output shapes changed: {sig} -> {after}")
-        leaves = [t for t in _tensor_leaves(out) if t.requires_grad and t.dtype.is_floating_point]
+        leaves = [t for t in tensor_leaves(out) if t.requires_grad and t.dtype.is_floating_point]
         if leaves:
             sum(t.float().sum() for t in leaves).backward()
         else:
@@ -290,7 +290,7 @@ def check_model(name: str, ratio: float = 0.5, image_size: int | None = None,
             model.train()
             x = inputs if isinstance(inputs, torch.Tensor) else inputs[0]
             out = model(torch.cat([x, x]))
-            sum(t.float().sum() for t in _tensor_leaves(out)).backward()
+            sum(t.float().sum() for t in tensor_leaves(out)).backward()
             model.eval()
         if res.params_after >= res.params_before:
             raise AssertionError(f"params did not fall: {res.params_before} -> {res.params_after}")

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .pruning.base import slice_tensor
+from .layers.base import slice_tensor
 
 __all__ = ["FORMAT", "apply_history", "apply_record", "architecture", "load_state_dict", "restore_architecture",
            "state_dict"]

@@ -23,16 +23,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import PruningError
+from .. import layers
+from ..errors import PruningError, TraceError
 from ..indices import SortedIdxs
-from ..pruning import get_layer_pruner
-from ..pruning.session import slice_session
+from ..layers import get_layer_pruner
+from ..layers.session import slice_session
 from ..records import recording, tensor_names
+from ..trace.tied import couple_tied_spaces
+from ..trace.tracer import Space, Tracer, output_shapes
 from .group import Group
 from .layout import GroupLayouts
 from .snapshot import HEAD_COUNT_ATTRIBUTES, HEAD_DIM_ATTRIBUTES, ModelSnapshot, sync_ancestor_widths
-from .tied import couple_tied_spaces
-from .trace import Space, TraceError, Tracer, output_shapes
 
 __all__ = ["DependencyGraph", "TraceError"]
 
@@ -570,7 +571,7 @@ def _is_builtin(pruner: Any) -> bool:
     return type(pruner).__module__.startswith(_PRUNING_PACKAGE)
 
 
-_PRUNING_PACKAGE = get_layer_pruner.__module__  # lightning_prune.engine.pruning
+_PRUNING_PACKAGE = layers.__name__ + "."  # lightning_prune.engine.layers.
 
 
 def _prunes_both(module: nn.Module) -> bool:

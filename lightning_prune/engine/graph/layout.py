@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from ..errors import PruningError
 from ..indices import long_tensor
-from ..pruning.base import PruningError
+from ..layers.functions import prune_parameter_out_channels
 from .group import Dependency, Group, GroupItem, Idxs, Node
 
 __all__ = ["GroupLayouts", "ParameterHandler"]
@@ -30,8 +31,6 @@ class ParameterHandler:
         self.__name__ = "prune_parameter_out_channels"
 
     def __call__(self, param: torch.Tensor, idxs: Sequence[int]) -> torch.Tensor:
-        from ..pruning import prune_parameter_out_channels
-
         return prune_parameter_out_channels(param, idxs, dim=self.dim)
 
 

@@ -22,6 +22,7 @@ stay valid) and reports the slice to the active :mod:`~lightning_prune.engine.re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -123,6 +124,23 @@ def slice_tensor(tensor: torch.Tensor | None, dim: int, keep: Sequence[int]) -> 
             tensor.grad = torch.index_select(grad, dim, index).contiguous()
     for rec in active_recorders():
         rec.notify(tensor, dim, keep)
+
+
+@runtime_checkable
+class LayerPrunerProtocol(Protocol):
+    """What the dependency graph needs of a layer pruner; :class:`LayerPruner` implements it.
+
+    A custom pruner may implement just these four methods without subclassing; the
+    optional hooks of :class:`LayerPruner` (channel dims, coupling) then take their defaults.
+    """
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module: ...
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module: ...
+
+    def get_out_channels(self, layer: nn.Module) -> int | None: ...
+
+    def get_in_channels(self, layer: nn.Module) -> int | None: ...
 
 
 class LayerPruner:

@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from ..tree import is_tensor
 from . import ops_math as m
 from . import ops_shape as s
 from .fast_meta import broadcast
-from .state import TraceState, is_tensor
+from .state import TraceState
 
 _SHAPE_RULES = {
     **dict.fromkeys(["view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",

@@ -23,8 +23,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from ..errors import TraceError
 from ..inputs import call_model
-from ..pruning import get_layer_pruner
+from ..layers import get_layer_pruner
+from ..tree import describe_tensors, is_tensor, tensor_leaves
 from . import layer_rules
 from .fast_meta import (
     InputDtypeError,
@@ -37,7 +39,7 @@ from .fast_meta import (
 from .labels import ElementTable, Label
 from .ops import apply_rule, op_name
 from .ops_math import rule_elementwise
-from .state import TraceState, is_tensor
+from .state import TraceState
 
 _OWN_FORWARD_UNITS = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
 
@@ -248,7 +250,7 @@ class Tracer:
                 if isinstance(err, InputDtypeError):
                     # The real model refuses these inputs as well: retrying on real tensors
                     # would only fail again, with torch's message that names no layer.
-                    raise TraceError(f"the model cannot run on example_inputs ({_describe(example_inputs)}): "
+                    raise TraceError(f"the model cannot run on example_inputs ({describe_tensors(example_inputs)}): "
                                      f"{err}") from err
                 errors.append((device, err))
                 continue
@@ -264,13 +266,13 @@ class Tracer:
                 if output_transform is not None:
                     o = output_transform(o)
                 if protect_outputs:
-                    for leaf in _tensor_leaves(o):
+                    for leaf in tensor_leaves(o):
                         self.state.freeze_all(leaf)
             return TraceResult(self.table, self.spaces, self.edges, dict(self.state.unknown_ops),
                                set(self.called), device, output_shapes(out))
         device, err = errors[-1]
         raise TraceError(
-            f"the model could not run on example_inputs ({_describe(example_inputs)}): "
+            f"the model could not run on example_inputs ({describe_tensors(example_inputs)}): "
             f"{type(err).__name__}: {err}. Pass example_inputs that `model(*example_inputs)` accepts "
             f"(a tensor, a tuple of positional args or a dict of keyword args), or a forward_fn "
             f"that calls the model."
@@ -358,7 +360,7 @@ class Tracer:
                 if own is not None:
                     mod.__dict__["forward"] = own
             with torch.no_grad(), _Recorder(self):
-                for t in _tensor_leaves(inputs):
+                for t in tensor_leaves(inputs):
                     self.state.set(t, (None,) * t.dim())
                 if forward_fn is not None:
                     call = lambda mdl: forward_fn(mdl, inputs)  # noqa: E731
@@ -378,11 +380,7 @@ class Tracer:
 
 def output_shapes(out: Any) -> list[tuple[int, ...]]:
     """The shape of every tensor in a model output, in pytree order."""
-    return [tuple(t.shape) for t in _tensor_leaves(out)]
-
-
-class TraceError(RuntimeError):
-    """The model could not be traced on the given example inputs."""
+    return [tuple(t.shape) for t in tensor_leaves(out)]
 
 
 def _bare(module: nn.Module) -> bool:
@@ -434,23 +432,6 @@ def _unrecorded(forward: Callable) -> Callable:
             return forward(*args, **kwargs)
 
     return shape_only
-
-
-def _tensor_leaves(obj: Any) -> list[torch.Tensor]:
-    out = []
-    for leaf in pytree.tree_leaves(obj):
-        if is_tensor(leaf):
-            out.append(leaf)
-        elif isinstance(leaf, dict):
-            out.extend(_tensor_leaves(list(leaf.values())))
-    return out
-
-
-def _describe(x: Any) -> str:
-    leaves = _tensor_leaves(x)
-    if not leaves:
-        return f"{type(x).__name__} with no tensors"
-    return ", ".join(f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')}" for t in leaves[:4])
 
 
 def _snapshot_attributes(modules: dict[str, nn.Module]) -> list[tuple[nn.Module, dict]]:

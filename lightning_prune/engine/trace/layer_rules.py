@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..tree import is_tensor, tensor_leaves
 from .labels import Label
 from .ops_math import tensors_in
-from .state import is_tensor
 
 if TYPE_CHECKING:
-    from .trace import Tracer
+    from .tracer import Tracer
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -138,7 +138,7 @@ def apply_module_rule(tracer: Tracer, module: nn.Module, name: str, pruner: Any,
     is_embedding = builtin and isinstance(module, nn.Embedding)
     if out_lab is None and in_lab is None and x is not None:
         # Nothing to prune in this layer (e.g. PReLU with one shared slope): transparent.
-        outs = [o for o in _leaves(output)]
+        outs = [o for o in tensor_leaves(output)]
         for o in outs:
             st.set(o, tuple(_carry(tracer, x, o, set())), prods | here)
         return
@@ -153,7 +153,7 @@ def apply_module_rule(tracer: Tracer, module: nn.Module, name: str, pruner: Any,
     for extra in inputs:
         if extra is not x:
             st.freeze_all(extra)
-    for i, o in enumerate(_leaves(output)):
+    for i, o in enumerate(tensor_leaves(output)):
         if o.dim() == 0:
             continue
         d = cout % o.dim()
@@ -188,19 +188,6 @@ def _conv_groups(tracer: Tracer, conv: nn.Module, out_lab: Label | None, in_lab:
     _unify_groups(tracer, out_lab, g)
     _unify_groups(tracer, in_lab, g)
     return out_lab, in_lab
-
-
-def _leaves(output: Any) -> list[torch.Tensor]:
-    if is_tensor(output):
-        return [output]
-    if isinstance(output, tuple | list):
-        out = []
-        for o in output:
-            out.extend(_leaves(o))
-        return out
-    if isinstance(output, dict):
-        return _leaves(list(output.values()))
-    return []
 
 
 def _rule_mha(tracer: Tracer, mha: nn.MultiheadAttention, pruner: Any, args: tuple, kwargs: dict,
@@ -242,13 +229,13 @@ def _rule_rnn(tracer: Tracer, rnn: nn.Module, pruner: Any, x: torch.Tensor | Non
     if x is not None:
         _unify_channel(tracer, st.labels(x)[-1], in_lab)
     dirs = 2 if rnn.bidirectional else 1
-    for h in _leaves(args[1:]):
+    for h in tensor_leaves(args[1:]):
         _unify_channel(tracer, st.labels(h)[-1], out_lab)
     seq, hidden = output
     seq_lab = out_lab.repeat(dirs) if out_lab is not None else None
     if seq_lab is not None and seq.shape[-1] == seq_lab.numel():
         st.set(seq, (None,) * (seq.dim() - 1) + (seq_lab,), here)
-    for h in _leaves(hidden):
+    for h in tensor_leaves(hidden):
         st.set(h, (None,) * (h.dim() - 1) + (out_lab,), here)
 
 

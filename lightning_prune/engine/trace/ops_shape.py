@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from ..tree import is_tensor
 from .labels import FROZEN, Label
-from .state import Labels, TraceState, is_tensor
+from .state import Labels, TraceState
 
 
 def _norm_dim(d: int, ndim: int) -> int:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from .labels import ElementTable, Label
 
 Labels = tuple[Label | None, ...]
-
-
-def is_tensor(x: Any) -> bool:
-    return isinstance(x, torch.Tensor)
 
 
 #: A tensor remembers at most this many producers (the most recently called ones). A

@@ -9,7 +9,7 @@ For every tensor held by more than one traced layer, :func:`couple_tied_spaces` 
 layer's pruner which dim of the tensor its ``out`` and ``in`` channels slice, by pruning
 a meta-device copy of the layer once. The spaces that slice the same dim of the shared
 tensor are unified; a dim that one layer slices and another cannot prune is frozen. The
-group prune then cuts the tensor once (see :mod:`..pruning.session`).
+group prune then cuts the tensor once (see :mod:`..layers.session`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..records import recording
 from .labels import ElementTable
-from .trace import Space
+from .tracer import Space
 
 
 def _shared_tensors(layers: Iterable[tuple[str, nn.Module]]) -> dict[int, list[tuple[str, nn.Module, str]]]:

@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
+from ..tree import is_tensor
 from .labels import Label
-from .state import Labels, TraceState, is_tensor
+from .state import Labels, TraceState
 
 
 def tensors_in(args: tuple, kwargs: dict) -> list[torch.Tensor]:
