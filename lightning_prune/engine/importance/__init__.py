@@ -12,17 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (
-    GROUP_REDUCTIONS,
-    NORMALIZERS,
-    GroupImportance,
-    Importance,
-    RootMap,
-    normalize_scores,
-    reduce_scores,
-)
+from .base import GroupImportance, Importance, RootMap
 from .magnitude import GroupMagnitudeImportance, GroupNormImportance, MagnitudeImportance, SliceImportance
 from .others import BNScaleImportance, FPGMImportance, LAMPImportance, RandomImportance
+from .reduction import GROUP_REDUCTIONS, NORMALIZERS, normalize_scores, reduce_scores
 from .slices import ChannelSlice, along, channel_slices, grouped
 from .taylor import GroupHessianImportance, GroupTaylorImportance, HessianImportance, TaylorImportance
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from .base import GroupImportance, check_p
+from .base import GroupImportance
+from .reduction import check_p
 from .slices import ChannelSlice, channel_slices
 
 #: Elements per block when summing a weight's powers (512 KB of float32: a block's powers stay in cache).

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import GroupImportance, Importance, check_p, finalize
+from .base import GroupImportance, Importance
 from .magnitude import GroupMagnitudeImportance
+from .reduction import check_p, finalize
 from .slices import channel_slices, is_out_item, norm_layer_types
 
 __all__ = ["BNScaleImportance", "FPGMImportance", "LAMPImportance", "RandomImportance"]

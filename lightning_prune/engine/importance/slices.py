@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..indices import long_tensor
-from ..pruning import is_depthwise_conv
+from ..layers import is_depthwise_conv
 
 __all__ = ["ChannelSlice", "along", "channel_slices", "grouped", "item_key", "is_out_item", "norm_layer_types"]
 

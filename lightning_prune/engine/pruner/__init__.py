@@ -2,8 +2,9 @@
 
 from .budget import meta_clone
 from .meta import MetaPruner
+from .regularizers import BNScalePruner, GroupNormPruner, GrowingRegPruner, SparseTrainingPruner
 from .scheduler import SCHEDULERS, cosine_scheduler, exponential_scheduler, get_scheduler, linear_scheduler
-from .variants import BNScalePruner, GroupNormPruner, GrowingRegPruner, MagnitudePruner, RandomPruner
+from .variants import MagnitudePruner, RandomPruner
 
 BasePruner = MetaPruner
 
@@ -11,4 +12,5 @@ __all__ = [
     "MetaPruner", "BasePruner", "linear_scheduler", "cosine_scheduler", "exponential_scheduler",
     "get_scheduler", "SCHEDULERS", "meta_clone",
     "MagnitudePruner", "RandomPruner", "BNScalePruner", "GroupNormPruner", "GrowingRegPruner",
+    "SparseTrainingPruner",
 ]

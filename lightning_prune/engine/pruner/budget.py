@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..pruning import PruningError
+from ..errors import PruningError
+from ..graph import DependencyGraph
+from ..utils import count_ops_and_params
+from .planning import unit_scores
 
 if TYPE_CHECKING:
     from .meta import MetaPruner
@@ -44,26 +47,22 @@ _COPIED = (nn.Module, torch.Tensor, list, tuple, dict, set, int, float, bool, st
 
 def simulate(pruner: MetaPruner, ratio: float, scores: dict[str, torch.Tensor], metric: str) -> float:
     """MACs or params after pruning a meta clone of ``pruner.model`` at ``ratio``."""
-    from ..graph import DependencyGraph
-    from ..utils import count_ops_and_params
-
+    graph_kwargs = pruner.graph_kwargs
     clone = meta_clone(pruner.model)
-    graph = DependencyGraph().build_dependency(clone, pruner.example_inputs, **pruner._graph_kwargs)
-    saved_ignored = pruner.ignored_layers
+    graph = DependencyGraph().build_dependency(clone, pruner.example_inputs, **graph_kwargs)
+    # The plan keeps the clone's modules of the same names as the ignored ones. Only
+    # modules are looked up by name: an ignored parameter does not carry over.
     names = {id(m): n for n, m in pruner.model.named_modules()}
     clone_modules = dict(clone.named_modules())
-    pruner.ignored_layers = [clone_modules[names[id(m)]] for m in saved_ignored if id(m) in names]
-    try:
-        plans = pruner._plans(graph, ratio, scores)
-    finally:
-        pruner.ignored_layers = saved_ignored
+    ignored = [clone_modules[names[id(m)]] for m in pruner.ignored_layers if id(m) in names]
+    plans = pruner.plan(graph, ratio, scores, ignored_layers=ignored)
     for plan in plans:
         if plan.remove:
             try:
                 graph.group_for_units(plan.group, plan.remove).prune()
             except PruningError:
                 pass  # the real step keeps this group whole too
-    macs, params = count_ops_and_params(clone, pruner.example_inputs, forward_fn=pruner._graph_kwargs["forward_fn"])
+    macs, params = count_ops_and_params(clone, pruner.example_inputs, forward_fn=graph_kwargs["forward_fn"])
     return float(macs if metric == "macs" else params)
 
 
@@ -75,10 +74,8 @@ def solve_ratio_for_budget(pruner: MetaPruner, metric: str, target: float, toler
     ``r = 1 - sqrt(target / current)`` and refines by regula falsi inside a bracket; it
     usually needs two to four trial prunes.
     """
-    from .planning import unit_scores
-
     with pruner.scoring_pass():
-        scores = {pruner._root_name(g): unit_scores(g, pruner.estimate_importance(g)) for g in pruner._groups(pruner.DG)}
+        scores = {g.root_name: unit_scores(g, pruner.estimate_importance(g)) for g in pruner.groups(pruner.DG)}
     lo, hi = 0.0, pruner.max_pruning_ratio if pruner.max_pruning_ratio < 1 else 0.999
     f_lo = simulate(pruner, lo, scores, metric) - target
     if f_lo <= 0:

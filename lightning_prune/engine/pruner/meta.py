@@ -25,20 +25,22 @@ from torch import nn
 
 from ..graph import DependencyGraph, Group
 from ..graph.dependency import resolve_ignored
-from ..pruning import PruningError
-from ..records import merge_records
+from ..serialization import apply_history
+from ..utils import count_ops_and_params
+from .arguments import (
+    check_num_heads,
+    check_positive_int,
+    check_ratio,
+    check_round_to,
+    resolve_importance,
+    resolve_num_heads,
+    resolve_ratio_arguments,
+    resolve_ratio_dict,
+)
+from .atomic_step import merge_step_records, prune_step
 from .budget import solve_ratio_for_budget
-from .planning import GroupPlan, plan_global, plan_local, unit_scores
+from .planning import GroupPlan, plan_global, plan_local, ratio_for, scope_of, unit_scores
 from .scheduler import check_schedule, get_scheduler, linear_scheduler
-
-
-def _check_ratio(name: str, value: Any, upper_inclusive: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value and (
-        value <= 1 if upper_inclusive else value < 1)
-    if not ok:
-        bound = "[0, 1]" if upper_inclusive else "[0, 1)"
-        raise ValueError(f"{name} must be a number in {bound}, got {value!r}")
-    return float(value)
 
 
 class MetaPruner:
@@ -107,37 +109,19 @@ class MetaPruner:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"MetaPruner: `model` must be an nn.Module, got {type(model).__name__}")
-        if ch_sparsity is not None:
-            warnings.warn("ch_sparsity is deprecated; use pruning_ratio", DeprecationWarning, stacklevel=2)
-            if pruning_ratio is not None:
-                raise ValueError("pass either pruning_ratio or the deprecated ch_sparsity, not both")
-            pruning_ratio = ch_sparsity
-        if ch_sparsity_dict is not None:
-            warnings.warn("ch_sparsity_dict is deprecated; use pruning_ratio_dict", DeprecationWarning, stacklevel=2)
-            if pruning_ratio_dict is not None:
-                raise ValueError("pass either pruning_ratio_dict or the deprecated ch_sparsity_dict, not both")
-            pruning_ratio_dict = ch_sparsity_dict
-        budgets = [b for b in (target_macs, target_params) if b is not None]
-        if len(budgets) > 1:
-            raise ValueError("pass at most one of target_macs and target_params")
-        if budgets and pruning_ratio is not None:
-            raise ValueError("pass either pruning_ratio or a budget (target_macs / target_params), not both")
-        for name, b in (("target_macs", target_macs), ("target_params", target_params)):
-            if b is not None and not (isinstance(b, int | float) and 0 < b <= 1):
-                raise ValueError(f"{name} is the fraction to keep and must be in (0, 1], got {b!r}")
+        pruning_ratio, pruning_ratio_dict, budgets = resolve_ratio_arguments(
+            pruning_ratio, pruning_ratio_dict, target_macs, target_params, ch_sparsity, ch_sparsity_dict)
         # Under a budget there is no channel ratio of the user's: None, so that nothing can
         # use a made-up one. Whatever needs a ratio asks _channel_ratio_for_step().
-        self.pruning_ratio: float | None = None if budgets else _check_ratio(
+        self.pruning_ratio: float | None = None if budgets else check_ratio(
             "pruning_ratio", 0.5 if pruning_ratio is None else pruning_ratio)
-        self.max_pruning_ratio = _check_ratio("max_pruning_ratio", max_pruning_ratio, upper_inclusive=True)
-        self.head_pruning_ratio = _check_ratio("head_pruning_ratio", head_pruning_ratio)
-        if not isinstance(iterative_steps, int) or isinstance(iterative_steps, bool) or iterative_steps < 1:
-            raise ValueError(f"iterative_steps must be a positive int, got {iterative_steps!r}")
-        if round_to is not None and (not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1):
-            raise ValueError(f"round_to must be a positive int or None, got {round_to!r}")
+        self.max_pruning_ratio = check_ratio("max_pruning_ratio", max_pruning_ratio, upper_inclusive=True)
+        self.head_pruning_ratio = check_ratio("head_pruning_ratio", head_pruning_ratio)
+        check_positive_int("iterative_steps", iterative_steps)
+        check_positive_int("round_to", round_to, optional=True)
         self.model = model
         self.example_inputs = example_inputs
-        self.importance = _resolve_importance(importance)
+        self.importance = resolve_importance(importance)
         self.global_pruning = bool(global_pruning)
         self.isomorphic = bool(isomorphic)
         self.iterative_steps = iterative_steps
@@ -153,10 +137,10 @@ class MetaPruner:
             "unwrapped_parameters": unwrapped_parameters, "customized_pruners": customized_pruners,
         }
         self.ignored_layers = resolve_ignored(model, ignored_layers)
-        self.pruning_ratio_dict = _resolve_ratio_dict(model, pruning_ratio_dict, "pruning_ratio_dict")
-        self.head_pruning_ratio_dict = _resolve_ratio_dict(model, head_pruning_ratio_dict, "head_pruning_ratio_dict")
-        self.num_heads = _resolve_num_heads(model, num_heads)
-        # id(graph) -> (graph, key, groups), see _groups
+        self.pruning_ratio_dict = resolve_ratio_dict(model, pruning_ratio_dict, "pruning_ratio_dict")
+        self.head_pruning_ratio_dict = resolve_ratio_dict(model, head_pruning_ratio_dict, "head_pruning_ratio_dict")
+        self.num_heads = resolve_num_heads(model, num_heads)
+        # id(graph) -> (graph, key, groups), see groups()
         self._group_cache: dict[int, tuple[DependencyGraph, tuple, list[Group]]] = {}
         self._setup(model, example_inputs, forward_fn, budgets)
 
@@ -165,18 +149,16 @@ class MetaPruner:
         self._history: list[dict] = []
         self.skipped: list[str] = []
         self.DG = self._build("offsets")
-        self._initial_units = {self._root_name(g): len(g.units) for g in self._groups(self.DG)}
-        self._check_round_to()
+        self._initial_units = {g.root_name: len(g.units) for g in self.groups(self.DG)}
+        check_round_to(self.groups(self.DG), self.round_to)
         self._initial_heads: dict[str, int] = {}
         if self.prune_num_heads or self.num_heads:
-            heads = [g for g in self._groups(self._build("blocks")) if g.is_head_group]
-            self._check_num_heads(heads)
+            heads = [g for g in self.groups(self._build("blocks")) if g.is_head_group]
+            check_num_heads(self.num_heads, heads)
             if self.prune_num_heads:
-                self._initial_heads = {self._root_name(g): len(g.units) for g in heads}
+                self._initial_heads = {g.root_name: len(g.units) for g in heads}
         self._budget_base = None
         if budgets:
-            from ..utils import count_ops_and_params
-
             self._budget_base = count_ops_and_params(model, example_inputs, forward_fn=forward_fn)
 
     # ------------------------------------------------------------------ graph helpers
@@ -184,51 +166,39 @@ class MetaPruner:
         return DependencyGraph().build_dependency(self.model, self.example_inputs, split_mode=split_mode,
                                                   **self._graph_kwargs)
 
-    def _groups(self, graph: DependencyGraph) -> list[Group]:
-        """Every prunable group of ``graph``, reused until the graph changes.
+    def _rebuild(self, history: list[dict]) -> None:
+        """Rebuild ``DG`` from the model as it is now, with this pruning history."""
+        self.DG = self._build("offsets")
+        self.DG.pruning_history = history
+
+    @property
+    def graph_kwargs(self) -> dict[str, Any]:
+        """The arguments every graph of this pruner is built with (``forward_fn``,
+        ``output_transform``, ``unwrapped_parameters``, ``customized_pruners``); a copy."""
+        return dict(self._graph_kwargs)
+
+    def groups(self, graph: DependencyGraph, ignored_layers: Sequence[Any] | None = None) -> list[Group]:
+        """Every prunable group of ``graph`` (a new list), reused until the graph changes.
 
         Construction, the budget solver and ``step()`` all walk the same groups; deriving
         them once per graph version (not once per walk) saves a third of a step.
+
+        Args:
+            graph: ``DG`` or another graph of this pruner's model (or of a clone of it).
+            ignored_layers: the resolved modules or parameters of ``graph``'s model to
+                keep; default ``self.ignored_layers`` (pass them for a clone's graph).
         """
-        key = (graph.version, tuple(map(id, self.ignored_layers)), self.root_module_types)
+        ignored = self.ignored_layers if ignored_layers is None else list(ignored_layers)
+        key = (graph.version, tuple(map(id, ignored)), self.root_module_types)
         cache = self._group_cache
         hit = cache.get(id(graph))
         if hit is not None and hit[0] is graph and hit[1] == key:
             return list(hit[2])
-        groups = list(graph.get_all_groups(ignored_layers=self.ignored_layers,
-                                           root_module_types=self.root_module_types))
+        groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=self.root_module_types))
         for stale in [k for k, v in cache.items() if v[0] is not self.DG]:
             del cache[stale]  # graphs this pruner no longer uses (head graphs, rebuilt ones)
         cache[id(graph)] = (graph, key, groups)
         return list(groups)
-
-    @staticmethod
-    def _root_name(group: Group) -> str:
-        return group.root_name
-
-    def _check_round_to(self) -> None:
-        if not self.round_to:
-            return
-        for g in self._groups(self.DG):
-            channels = len(g.units) * len(g.units[0])
-            if channels < self.round_to:
-                raise ValueError(
-                    f"round_to={self.round_to} is larger than {self._root_name(g)}, which has {channels} prunable "
-                    f"channels; use a smaller round_to or add it to ignored_layers"
-                )
-
-    def _check_num_heads(self, head_groups: list[Group]) -> None:
-        """``num_heads`` says how many heads a layer has: hold the graph to it."""
-        for name, heads in self.num_heads.items():
-            found = sorted({len(g.units) for g in head_groups if any(d.target.name == name for d, _ in g)})
-            if not found:
-                where = sorted({self._root_name(g) for g in head_groups})[:5]
-                raise ValueError(f"num_heads[{name!r}]={heads}, but the graph finds no attention heads at {name!r}"
-                                 + (f"; it finds heads at {where}" if where else "") +
-                                 ". Name a layer that projects q, k, v or the attention output")
-            if heads not in found:
-                raise ValueError(f"num_heads[{name!r}]={heads}, but the graph finds {found[0]} heads there; "
-                                 f"check the number (heads are found automatically, num_heads only checks them)")
 
     # ------------------------------------------------------------------ public API
     def estimate_importance(self, group: Group) -> torch.Tensor:
@@ -255,70 +225,21 @@ class MetaPruner:
         if interactive:
             return self._interactive(self._step_groups())
         try:
-            try:
-                records = self._prune_step(check_each=False)
-            except _BrokenStep:
-                # Some group left a model that no longer runs, which its own checks did not
-                # catch. The step was undone; redo it checking every group, so that only the
-                # groups that break the model are kept whole (and named in pruner.skipped).
-                self.skipped = []
-                records = self._prune_step(check_each=True)
+            records = prune_step(self, self._step_groups, self._rebuild)
         except BaseException:
             self.current_step -= 1  # the step was undone: it did not happen
             raise
         if self.skipped:
             warnings.warn(f"{len(self.skipped)} group(s) were kept whole because pruning them would break the "
                           f"model; see pruner.skipped. First: {self.skipped[0]}", stacklevel=3)
-        record = _merge(records)
+        record = merge_step_records(records)
         self._history.append(record)
         return record
-
-    def _prune_step(self, check_each: bool) -> list[dict]:
-        """Prune this step's groups; all or nothing.
-
-        Each successful group prune leaves its undo in a log. If anything raises, or the
-        model no longer runs forward after the step, every group is undone (newest first)
-        and the graph is rebuilt, so the model is exactly as before the step.
-        """
-        undo: list = []
-        graph_at_start = self.DG
-        history_at_start = len(graph_at_start.pruning_history)
-        records: list[dict] = []
-        graphs: list[DependencyGraph] = []
-        try:
-            for group in self._step_groups():
-                graph = group.graph
-                if graph not in graphs:
-                    graphs.append(graph)
-                    graph.undo_log, graph.check_every_prune = undo, check_each
-                try:
-                    records.append(group.prune())
-                except PruningError as err:
-                    self.skipped.append(str(err).splitlines()[0])
-            problem = self.DG.dry_run() if records and not check_each else None
-        except BaseException:
-            self._undo(undo, graph_at_start, history_at_start)
-            raise
-        finally:
-            for graph in graphs:
-                graph.undo_log, graph.check_every_prune = None, False
-        if problem is not None:
-            self._undo(undo, graph_at_start, history_at_start)
-            raise _BrokenStep(problem)
-        return records
-
-    def _undo(self, undo: list, graph_at_start: DependencyGraph, history_at_start: int) -> None:
-        for snapshot in reversed(undo):
-            snapshot.restore()
-        if undo or self.DG is not graph_at_start:
-            kept = graph_at_start.pruning_history[:history_at_start]
-            self.DG = self._build("offsets")
-            self.DG.pruning_history = kept
 
     def _interactive(self, gen: Iterator[Group]) -> Iterator[Group]:
         start = len(self.DG.pruning_history)
         yield from gen
-        self._history.append(_merge(self.DG.pruning_history[start:]))
+        self._history.append(merge_step_records(self.DG.pruning_history[start:]))
 
     def pruning_history(self) -> list[dict]:
         """Records of every step so far (primitive types; ``torch.save``-able)."""
@@ -326,8 +247,6 @@ class MetaPruner:
 
     def load_pruning_history(self, history: list[dict]) -> None:
         """Replay ``history`` on this pruner's (unpruned) model and rebuild the graph."""
-        from ..serialization import apply_history
-
         apply_history(self.model, history)
         self.follow_history(history)
 
@@ -347,29 +266,30 @@ class MetaPruner:
             yield from self._head_groups()
             self.DG = self._build("offsets")
         ratio = self._channel_ratio_at_step()
-        plans = self._plans(self.DG, ratio)
+        plans = self.plan(self.DG, ratio)
         for plan in plans:
             if plan.remove:
                 yield self.DG.group_for_units(plan.group, plan.remove)
 
+    def _schedule(self, target: float) -> list[float]:
+        """The cumulative ratio after each step, for a target ratio (``iterative_steps + 1`` values)."""
+        return check_schedule(self.scheduler(target, self.iterative_steps), self.iterative_steps, target)
+
     def head_pruning_ratio_at_step(self) -> float:
-        schedule = check_schedule(self.scheduler(self.head_pruning_ratio, self.iterative_steps),
-                                  self.iterative_steps, self.head_pruning_ratio)
-        return schedule[self.current_step]
+        return self._schedule(self.head_pruning_ratio)[self.current_step]
 
     def _head_groups(self) -> Iterator[Group]:
         graph = self._build("blocks")
         self.DG = graph
         plans = []
-        head_groups = [g for g in self._groups(graph) if g.is_head_group and len(g.units) >= 2 and (
+        head_groups = [g for g in self.groups(graph) if g.is_head_group and len(g.units) >= 2 and (
             not self.num_heads or any(d.target.name in self.num_heads for d, _ in g))]
         with self.scoring_pass():
             scores = [unit_scores(g, self.estimate_importance(g)) for g in head_groups]
         for g, s in zip(head_groups, scores):
-            name = self._root_name(g)
-            target = self._ratio_for(g, self.head_pruning_ratio, self.head_pruning_ratio_dict)
-            schedule = check_schedule(self.scheduler(target, self.iterative_steps), self.iterative_steps, target)
-            plans.append(GroupPlan(g, name, None, schedule[self.current_step],
+            name = g.root_name
+            target = ratio_for(name, self.head_pruning_ratio, self.head_pruning_ratio_dict)
+            plans.append(GroupPlan(g, name, None, self._schedule(target)[self.current_step],
                                    self._initial_heads.get(name, len(g.units)), s))
         plan_local(plans, self.max_pruning_ratio, None)
         for plan in plans:
@@ -394,13 +314,10 @@ class MetaPruner:
         """The channel ratio that step ``step`` (1 to ``iterative_steps``) of the schedule reaches."""
         if self._budget_base is None:
             assert self.pruning_ratio is not None  # set whenever there is no budget
-            schedule = check_schedule(self.scheduler(self.pruning_ratio, self.iterative_steps),
-                                      self.iterative_steps, self.pruning_ratio)
-            return schedule[step]
+            return self._schedule(self.pruning_ratio)[step]
         base_macs, base_params = self._budget_base
         keep = self.target_macs if self.target_macs is not None else self.target_params
-        removed = check_schedule(self.scheduler(1 - keep, self.iterative_steps), self.iterative_steps, 1 - keep)
-        fraction = 1 - removed[step]
+        fraction = 1 - self._schedule(1 - keep)[step]
         metric = "macs" if self.target_macs is not None else "params"
         base = base_macs if metric == "macs" else base_params
         return solve_ratio_for_budget(self, metric, fraction * base)
@@ -410,117 +327,43 @@ class MetaPruner:
         enter = getattr(self.importance, "scoring_pass", None)
         return enter() if callable(enter) else contextlib.nullcontext()
 
-    def _plans(self, graph: DependencyGraph, default_ratio: float,
-               scores: dict[str, torch.Tensor] | None = None) -> list[GroupPlan]:
+    def plan(self, graph: DependencyGraph, ratio: float, scores: dict[str, torch.Tensor] | None = None,
+             ignored_layers: Sequence[Any] | None = None) -> list[GroupPlan]:
+        """A removal plan for every group of ``graph``, as ``step()`` makes it; nothing is pruned.
+
+        Args:
+            graph: ``DG``, or the graph of a clone of the model (the budget solver's trials).
+            ratio: the channel ratio of groups without one of their own in
+                ``pruning_ratio_dict``.
+            scores: per-unit scores by group root name, instead of scoring each group
+                with the importance (a group whose entry is missing or of another size
+                scores zeros).
+            ignored_layers: the modules of ``graph``'s model to keep, see :meth:`groups`.
+        """
         with self.scoring_pass():
-            plans = self._score_plans(graph, default_ratio, scores)
+            plans = self._score_plans(graph, ratio, scores, ignored_layers)
         local = [p for p in plans if p.scope is None]
         joint = [p for p in plans if p.scope is not None]
         plan_local(local, self.max_pruning_ratio, self.round_to)
         plan_global(joint, self.max_pruning_ratio, self.round_to)
         return plans
 
-    def _score_plans(self, graph: DependencyGraph, default_ratio: float,
-                     scores: dict[str, torch.Tensor] | None) -> list[GroupPlan]:
+    def _score_plans(self, graph: DependencyGraph, default_ratio: float, scores: dict[str, torch.Tensor] | None,
+                     ignored_layers: Sequence[Any] | None) -> list[GroupPlan]:
         plans = []
-        for g in self._groups(graph):
+        for g in self.groups(graph, ignored_layers):
             if not self.prune_head_dims and g.is_head_group:
                 continue
-            name = self._root_name(g)
-            target = self._ratio_for(g, default_ratio, self.pruning_ratio_dict)
+            name = g.root_name
+            target = ratio_for(name, default_ratio, self.pruning_ratio_dict)
             if self._budget_base is None and target != default_ratio:
-                schedule = check_schedule(self.scheduler(target, self.iterative_steps), self.iterative_steps, target)
-                target = schedule[self.current_step]
+                target = self._schedule(target)[self.current_step]
             if scores is not None:
                 s = scores.get(name)
                 if s is None or s.numel() != len(g.units):
                     s = torch.zeros(len(g.units))
             else:
                 s = unit_scores(g, self.estimate_importance(g))
-            plans.append(GroupPlan(g, name, self._scope(g), target, self._initial_units.get(name, len(g.units)), s))
+            scope = scope_of(g, self.pruning_ratio_dict, self.global_pruning, self.isomorphic)
+            plans.append(GroupPlan(g, name, scope, target, self._initial_units.get(name, len(g.units)), s))
         return plans
-
-    def _ratio_for(self, group: Group, default: float, table: list) -> float:
-        root = self._root_name(group)
-        for members, _, ratio in table:
-            if root in members:
-                return ratio
-        return default
-
-    def _scope(self, group: Group) -> Any:
-        root = self._root_name(group)
-        for i, (members, key, _) in enumerate(self.pruning_ratio_dict):
-            # A tuple key is always one jointly ranked scope; a single key becomes its own
-            # scope under global pruning, so its ratio still holds.
-            if root in members and (isinstance(key, tuple) or self.global_pruning):
-                return ("scope", i)
-        if self.isomorphic:
-            sig = tuple(sorted((type(d.target.module).__name__, d.handler.__name__) for d, _ in group))
-            return ("isomorphic", sig, len(group.units[0]))
-        if self.global_pruning:
-            return "global"
-        return None
-
-
-class _BrokenStep(Exception):
-    """A step pruned groups that each passed their checks, and the model no longer runs."""
-
-
-def _merge(records: list[dict]) -> dict:
-    tensors = merge_records([r.get("tensors", {}) for r in records])
-    attributes: dict[str, Any] = {}
-    for r in records:
-        attributes.update(r.get("attributes", {}))
-    return {"tensors": tensors, "attributes": attributes}
-
-
-def _resolve_importance(importance: Any) -> Any:
-    from .. import importance as imp
-
-    if importance is None:
-        return imp.GroupMagnitudeImportance(p=2)
-    return imp.get_importance(importance)
-
-
-def _members(model: nn.Module, key: Any, arg: str) -> tuple[set[str], Any]:
-    names = {id(m): n for n, m in model.named_modules()}
-    items = key if isinstance(key, tuple) else (key,)
-    members: set[str] = set()
-    for item in items:
-        if isinstance(item, str):
-            mods = dict(model.named_modules())
-            if item not in mods:
-                raise ValueError(f"{arg}: no module named {item!r} in the model")
-            item = mods[item]
-        if not isinstance(item, nn.Module) or id(item) not in names:
-            raise ValueError(f"{arg}: key {item!r} is not a submodule of the model; use modules of this "
-                             f"model instance, dotted names, or tuples of them")
-        members.update(names[id(m)] for m in item.modules())
-    return members, key
-
-
-def _resolve_ratio_dict(model: nn.Module, table: dict | None, arg: str) -> list[tuple[set[str], Any, float]]:
-    out = []
-    for key, ratio in (table or {}).items():
-        members, key = _members(model, key, arg)
-        out.append((members, key, _check_ratio(f"{arg}[{key!r}]", ratio)))
-    return out
-
-
-def _resolve_num_heads(model: nn.Module, num_heads: dict | None) -> dict[str, int]:
-    """``{layer or dotted name: heads}`` -> ``{name: heads}``, checked."""
-    if not num_heads:
-        return {}
-    names = {id(m): n for n, m in model.named_modules()}
-    modules = dict(model.named_modules())
-    out: dict[str, int] = {}
-    for layer, heads in num_heads.items():
-        if isinstance(layer, str) and layer in modules:
-            layer = modules[layer]
-        if not isinstance(layer, nn.Module) or id(layer) not in names:
-            raise ValueError(f"num_heads: key {layer!r} is not a layer of the model; use the layer (e.g. the qkv "
-                             f"Linear) or its dotted name")
-        if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
-            raise ValueError(f"num_heads[{names[id(layer)]}] must be a positive int, got {heads!r}")
-        out[names[id(layer)]] = heads
-    return out

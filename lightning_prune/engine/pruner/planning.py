@@ -106,3 +106,28 @@ def plan_global(plans: list[GroupPlan], max_ratio: float, round_to: int | None) 
                 order = torch.argsort(p.unit_scores, stable=True).tolist()
                 remove = order[:max(0, len(p.units) - rounded)]
             p.remove = remove
+
+
+def ratio_for(root_name: str, default: float, table: list[tuple[set[str], Any, float]]) -> float:
+    """The ratio of the first entry of a resolved ratio dict that names this group's root."""
+    for members, _, ratio in table:
+        if root_name in members:
+            return ratio
+    return default
+
+
+def scope_of(group: Any, ratio_table: list[tuple[set[str], Any, float]], global_pruning: bool,
+             isomorphic: bool) -> Any:
+    """The scope whose groups are ranked jointly with ``group``; ``None`` ranks it alone."""
+    root = group.root_name
+    for i, (members, key, _) in enumerate(ratio_table):
+        # A tuple key is always one jointly ranked scope; a single key becomes its own
+        # scope under global pruning, so its ratio still holds.
+        if root in members and (isinstance(key, tuple) or global_pruning):
+            return ("scope", i)
+    if isomorphic:
+        sig = tuple(sorted((type(d.target.module).__name__, d.handler.__name__) for d, _ in group))
+        return ("isomorphic", sig, len(group.units[0]))
+    if global_pruning:
+        return "global"
+    return None
