@@ -14,7 +14,7 @@ from torch import nn
 
 import lightning_prune.engine as tp
 from lightning_prune.bench.zoo import prune_by_ratio
-from lightning_prune.engine.serialization import (
+from lightning_prune.engine.history.serialization import (
     FORMAT,
     apply_history,
     apply_record,
@@ -161,7 +161,7 @@ def test_bad_record_leaves_model_unchanged(corrupt):
 
 def test_failing_slice_rolls_back(monkeypatch):
     """Even an error during the slicing itself (after validation) restores everything."""
-    import lightning_prune.engine.serialization as ser
+    import lightning_prune.engine.history.serialization as ser
 
     calls = []
 

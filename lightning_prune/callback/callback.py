@@ -28,7 +28,7 @@ from torch import nn
 
 import lightning_prune.engine as tp
 from lightning_prune.engine.inputs import call_model, move_inputs
-from lightning_prune.engine.optim_state import slice_optimizers
+from lightning_prune.engine.history.optim_state import slice_optimizers
 
 from . import options
 from .batches import default_batch_to_input, module_device, side_pass, training_batches, training_loss

@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from ..engine.serialization import apply_history, architecture, restore_architecture
+from ..engine.history.serialization import apply_history, architecture, restore_architecture
 
 HISTORY_KEY = "_lightning_prune.history"
 _ATTRIBUTE = "_lightning_prune_history"

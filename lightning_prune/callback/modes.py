@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from ..engine.optim_state import unwrap_optimizer
+from ..engine.history.optim_state import unwrap_optimizer
 
 
 class eval_mode:  # noqa: N801 - a context manager used like a function

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.optim_state import unwrap_optimizer
+from ..engine.history.optim_state import unwrap_optimizer
 
 
 class PruneTransaction:

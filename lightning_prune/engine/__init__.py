@@ -6,14 +6,15 @@ Lightning. Public names follow Torch-Pruning's API, so its README examples run w
     import lightning_prune.engine as tp
 """
 
-from . import importance, pruner, pruning, records, utils
+from . import importance, pruner, pruning, utils
 from .calibration import recalibrate_batchnorm
 from .graph import Dependency, DependencyGraph, Group, GroupItem, Node, TraceError
-from .optim_state import shape_after_slices, slice_optimizer_state, slice_optimizers
+from .history import records
+from .history.optim_state import shape_after_slices, slice_optimizer_state, slice_optimizers
+from .history.serialization import apply_history, apply_record, load_state_dict, state_dict
 from .pruning import *  # noqa: F401,F403 - the low-level prune_* functions
 from .pruning import LayerPruner, PruningError, get_layer_pruner
 from .pruning import __all__ as _pruning_all
-from .serialization import apply_history, apply_record, load_state_dict, state_dict
 
 __all__ = [
     "DependencyGraph", "Dependency", "Group", "GroupItem", "Node", "TraceError",

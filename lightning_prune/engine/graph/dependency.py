@@ -28,7 +28,7 @@ from ..errors import PruningError, TraceError
 from ..indices import SortedIdxs
 from ..layers import get_layer_pruner
 from ..layers.session import slice_session
-from ..records import recording, tensor_names
+from ..history.records import recording, tensor_names
 from ..trace.tied import couple_tied_spaces
 from ..trace.tracer import Space, Tracer, output_shapes
 from .group import Group

@@ -167,7 +167,7 @@ class Group:
             idxs: if given, prune these root indices instead (the group is re-derived).
 
         Returns:
-            The record of what was removed (see :mod:`lightning_prune.engine.records`).
+            The record of what was removed (see :mod:`lightning_prune.engine.history.records`).
         """
         if idxs is not None:
             root = self._items[0].dep

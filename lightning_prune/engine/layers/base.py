@@ -16,7 +16,7 @@ BatchNorm, LayerNorm or a depthwise conv).
 
 All slicing goes through :func:`slice_tensor`, which keeps every ``nn.Parameter`` the same
 Python object (only ``.data`` and ``.grad`` are replaced, so optimizers and user references
-stay valid) and reports the slice to the active :mod:`~lightning_prune.engine.records`.
+stay valid) and reports the slice to the active :mod:`~lightning_prune.engine.history.records`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import PruningError
 from ..indices import KeptIdxs, SortedIdxs, complement, long_tensor
-from ..records import active_recorders
+from ..history.records import active_recorders
 from .session import active_session
 
 

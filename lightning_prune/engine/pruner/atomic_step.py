@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruningError
-from ..records import merge_records
+from ..history.records import merge_records
 
 if TYPE_CHECKING:
     from ..graph import DependencyGraph, Group

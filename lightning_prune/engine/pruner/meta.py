@@ -25,7 +25,7 @@ from torch import nn
 
 from ..graph import DependencyGraph, Group
 from ..graph.dependency import resolve_ignored
-from ..serialization import apply_history
+from ..history.serialization import apply_history
 from ..utils import count_ops_and_params
 from .arguments import (
     check_num_heads,

@@ -250,8 +250,8 @@ def _embedding_fn(emb: nn.Embedding, check: Callable[[torch.Tensor], None] | Non
 def _attention_fn(mha: nn.MultiheadAttention, check: Callable[[torch.Tensor], None] | None) -> Callable | None:
     """``nn.MultiheadAttention``: ``(out [.., L, E], weights or None)``.
 
-    Its functional forward runs dozens of Python meta references (~2.5 ms a layer, half of
-    a ViT-B/16 dry run). The widths that torch itself checks are checked here too, so a
+    Its functional forward runs dozens of slow Python meta references (see docs/engine.md,
+    "Speed notes"). The widths that torch itself checks are checked here too, so a
     dry run after a prune still catches an inconsistent layer.
     """
     e, heads = mha.embed_dim, mha.num_heads
@@ -410,7 +410,7 @@ _ADAPTIVE_POOLS = {"adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2, "adaptive
 def _fast_adaptive_pool(name: str, args: tuple, kwargs: dict) -> Any:
     """Adaptive average pooling keeps every leading dim and sets the spatial ones.
 
-    Torch's meta path for it decomposes into a Python ``mean`` reference (~0.6 ms a call).
+    Torch's meta path for it decomposes into a slow Python ``mean`` reference.
     """
     x = args[0] if args else kwargs.get("input")
     size = args[1] if len(args) > 1 else kwargs.get("output_size")
@@ -433,8 +433,7 @@ _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "s
 def _fast_attention(args: tuple, kwargs: dict) -> Any:
     """``scaled_dot_product_attention``: ``[..., L, Ev]`` from ``q [..., L, E]``, ``v [..., S, Ev]``.
 
-    Torch's meta path decomposes it into Python references (~2 ms a call, a quarter of a
-    ViT-B/16 dry run). Only the plain case is handled here: no mask, equal batch dims.
+    Torch's meta path decomposes it into slow Python references. Only the plain case is handled here: no mask, equal batch dims.
     """
     bound = dict(zip(_SDPA_ARGS, args))
     bound.update(kwargs)
@@ -456,8 +455,7 @@ def _fast_attention(args: tuple, kwargs: dict) -> Any:
 def fast_elementwise(name: str, args: tuple, kwargs: dict) -> Any:
     """Output of a common element-wise op on meta tensors, or ``NotImplemented``.
 
-    Torch's meta kernels for these ops are Python references costing ~0.5 ms each; the
-    result is fully determined by broadcasting and type promotion, so compute it here.
+    Torch's meta kernels for these ops are slow Python references; the result is fully determined by broadcasting and type promotion, so compute it here.
     """
     if name in ("cat", "concat", "concatenate"):
         return _fast_cat(args, kwargs)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..records import recording
+from ..history.records import recording
 from .labels import ElementTable
 from .tracer import Space
 

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers.base import slice_tensor
+from ..layers.base import slice_tensor
+from .records import MODULE_INTERNALS, is_primitive
 
 __all__ = ["FORMAT", "apply_history", "apply_record", "architecture", "load_state_dict", "restore_architecture",
            "state_dict"]
@@ -35,17 +36,7 @@ __all__ = ["FORMAT", "apply_history", "apply_record", "architecture", "load_stat
 #: Value of the ``"format"`` key of :func:`state_dict`'s output.
 FORMAT = "lightning_prune.pruned/1"
 
-# nn.Module's own bookkeeping (``training``, ``_parameters``, hooks...) is not model state
-# worth restoring. The same rule as the graph snapshot, so records and state dicts agree.
-_MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
-_PRIMITIVE = (int, float, bool, str, type(None))
 _MISSING = object()
-
-
-def _is_primitive(value: Any) -> bool:
-    if isinstance(value, _PRIMITIVE):
-        return True
-    return isinstance(value, tuple | list) and all(isinstance(v, _PRIMITIVE) for v in value)
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -185,7 +176,7 @@ def _primitive_attributes(model: nn.Module) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     for name, module in model.named_modules():
         for attr, value in module.__dict__.items():
-            if attr not in _MODULE_INTERNALS and _is_primitive(value):
+            if attr not in MODULE_INTERNALS and is_primitive(value):
                 attributes[f"{name}.{attr}" if name else attr] = value
     return attributes
 

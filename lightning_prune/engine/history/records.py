@@ -13,12 +13,48 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any, TypedDict
 
 import torch
 
 # One slice: (dim, kept indices in the tensor *before* this slice).
 SliceRecord = tuple[int, list[int]]
 PruningRecord = dict[str, list[SliceRecord]]
+
+
+class PruneRecord(TypedDict):
+    """What one prune (a group, or a whole pruner step) did: the record format.
+
+    A ``TypedDict``, so that a record *is* a plain ``dict`` of primitives at run time:
+    it goes into a Lightning checkpoint or ``torch.save`` and loads back with
+    ``weights_only=True`` without any conversion.
+    """
+
+    #: qualified tensor name -> the slices applied to it, in order
+    tensors: PruningRecord
+    #: ``"module.attr"`` -> its new primitive value (``out_channels``, ``num_heads``...)
+    attributes: dict[str, Any]
+
+
+def prune_record(tensors: PruningRecord | None = None, attributes: dict[str, Any] | None = None) -> PruneRecord:
+    return {"tensors": dict(tensors or {}), "attributes": dict(attributes or {})}
+
+
+#: ``nn.Module``'s own bookkeeping (``training``, ``_parameters``, hooks...), which is not
+#: model state worth recording or restoring.
+MODULE_INTERNALS = frozenset(torch.nn.Module().__dict__.keys())
+_PRIMITIVE = (int, float, bool, str, type(None))
+
+
+def is_primitive(value: Any) -> bool:
+    """The attribute values a record holds: numbers, strings, ``None`` and flat tuples/lists of them.
+
+    The graph's snapshot (what a prune changed) and the pruned state dict (what to
+    restore) use this one rule, so that records and state dicts agree.
+    """
+    if isinstance(value, _PRIMITIVE):
+        return True
+    return isinstance(value, tuple | list) and all(isinstance(v, _PRIMITIVE) for v in value)
 
 _state = threading.local()
 
