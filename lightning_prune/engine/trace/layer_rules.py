@@ -258,8 +258,22 @@ def param_labels(tracer: Tracer, module: nn.Module, pruner: Any, attr: str, t: t
             labels[0], labels[1] = (in_lab, out_lab) if transposed else (out_lab, in_lab)
         elif attr == "bias":
             labels = [out_lab]
+    elif isinstance(module, _CONV) and _is_depthwise(module):
+        if attr in ("weight", "bias"):  # weight [C, 1, k...]: channel c is in and out channel c
+            labels[0] = out_lab
     elif t.dim() == 1 and out_lab is not None and t.numel() == out_lab.numel() and in_lab is out_lab:
         labels = [out_lab]
     elif isinstance(module, nn.Embedding) and attr == "weight":
         labels = [None, out_lab]
+    if all(lab is None for lab in labels):
+        # A role we cannot express (a grouped conv's weight, weight_norm's weight_g...):
+        # the layer's own channels must then stay whole too, or they would form a group
+        # that leaves out the tensors this forward couples them to.
+        tracer.table.freeze(out_lab)
+        tracer.table.freeze(in_lab)
     return tuple(labels)
+
+
+def _is_depthwise(conv: nn.Module) -> bool:
+    """One input channel per output channel (multiplier 1): input channel c *is* output channel c."""
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels

@@ -90,6 +90,24 @@ def _outs(out: Any) -> list[torch.Tensor]:
     return []
 
 
+#: Calls that hand a tensor's sizes to Python. An int read this way and used later (in a
+#: ``reshape(B, N, 3, heads, C // heads)``, a ``split``, a new tensor) is a constant to the
+#: trace, which cannot follow it to where it is used: a prune of that dim may break the
+#: model without any labeled op noticing. So the dims read are marked sensitive, and a
+#: group holding them is re-checked with a dry run before its prune is kept.
+_SHAPE_READS = {"size", "shape", "numel"}
+
+
+def _mark_read_dims(st: TraceState, name: str, args: tuple) -> None:
+    if not args or not is_tensor(args[0]):
+        return
+    labels = st.labels(args[0])
+    if name == "size" and len(args) > 1 and isinstance(args[1], int):
+        labels = (labels[args[1]],) if -len(labels) <= args[1] < len(labels) else ()
+    for lab in labels:
+        st.table.mark_sensitive(lab)
+
+
 def apply_rule(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     """Propagate labels from the inputs of one traced call (named by :func:`op_name`) to its outputs."""
     outs = _outs(out)
@@ -97,6 +115,9 @@ def apply_rule(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -
     if name == "__setitem__":
         if args and is_tensor(args[0]):
             s.rule_setitem(st, name, args, kwargs, out)
+        return
+    if name in _SHAPE_READS:
+        _mark_read_dims(st, name, args)
         return
     if not outs:
         return

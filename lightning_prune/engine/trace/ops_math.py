@@ -171,6 +171,10 @@ def rule_conv(st: TraceState, name: str, args: tuple, kwargs: dict, out: torch.T
     if groups == 1:
         st.table.unify(lx[1], w_in)
         out_lab = w_out
+    elif not transposed and groups == x.shape[1] == w.shape[0] and w.shape[1] == 1:
+        # depthwise with multiplier 1 (timm's Conv2dSame calls F.conv2d): channel c in is channel c out
+        st.table.unify(lx[1], lw[0])
+        out_lab = lw[0]
     else:
         st.freeze_all(x)
         st.freeze_all(w)

@@ -84,7 +84,7 @@ class _Recorder(TorchFunctionMode):
         if self.tracer.depth == 0 and self.tracer.recording:
             if out is None and name != "__setitem__":
                 return out
-            if is_tensor(out) or isinstance(out, tuple | list) or out is None:
+            if is_tensor(out) or isinstance(out, tuple | list | int) or out is None:  # int: x.size(1)
                 apply_rule(self.tracer.state, name, args, kwargs, out)
         return out
 
