@@ -15,7 +15,7 @@ the final ``nn.Linear`` in ``ignored_layers``), it measures:
 * the two libraries' timed runs take turns, so both see the same machine;
 * the pruned model's MACs and parameters, both counted by *our*
   ``count_ops_and_params`` so that the figures are comparable (Torch-Pruning's counter
-  follows slightly different conventions, see ``lightning_prune.engine.utils.op_counter``);
+  follows slightly different conventions, see ``lightning_prune.engine.measure.mac_rules``);
 
 and prints a table with a ``dense`` row (the unpruned model), ``ours``, ``TP`` and
 ``ours/TP`` for each model; ``--markdown PATH`` also writes it as Markdown. Times are

@@ -236,7 +236,7 @@ def test_meta_and_real_forward_give_identical_layer_counts() -> None:
 
 
 def test_meta_cache_does_not_replay_metadata_changing_inplace_ops() -> None:
-    cache = op_counter._MetaOpCache()
+    cache = op_counter.MetaOpCache()
     for _ in range(2):
         t = torch.empty(3, 4, device="meta")
         out = cache.run(torch.ops.aten.unsqueeze_.default, (t, 0), {})

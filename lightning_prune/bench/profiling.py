@@ -16,7 +16,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from ..engine.inputs import call_model, move_inputs
-from ..engine.utils.latency import thread_count
+from ..engine.utils import thread_count
 
 __all__ = ["OperatorProfile", "profile_operators"]
 

@@ -19,22 +19,11 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .harness import move_inputs, restore_modes, save_modes, set_modes
+
 __all__ = ["recalibrate_batchnorm"]
 
 _END = object()
-
-
-def _to_device(batch: Any, device: torch.device | str) -> Any:
-    """Move every tensor inside ``batch`` (nested dicts, lists, tuples) to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_to_device(v, device) for v in batch))
-    if isinstance(batch, tuple | list):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 def _feed(model: nn.Module, batch: Any, forward_fn: Callable[[nn.Module, Any], Any] | None) -> None:
@@ -101,20 +90,19 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], num_batches:
     if first is _END:
         raise ValueError("recalibrate_batchnorm needs at least one batch")
 
-    modes = [(m, m.training) for m in model.modules()]
+    modes = save_modes(model.modules())
     saved = [(bn, bn.momentum, bn.running_mean.clone(), bn.running_var.clone(),
               None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone()) for bn in layers]
     used = 0
     try:
-        for m, _ in modes:
-            m.training = False
+        set_modes(model.modules(), False)
+        set_modes(layers, True)
         for bn in layers:
             bn.momentum = None
             bn.reset_running_stats()
-            bn.training = True
         with torch.no_grad():
             for batch in itertools.chain([first], iterator):
-                _feed(model, batch if device is None else _to_device(batch, device), forward_fn)
+                _feed(model, batch if device is None else move_inputs(batch, device), forward_fn)
                 used += 1
     except BaseException:
         with torch.no_grad():
@@ -125,8 +113,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], num_batches:
                     bn.num_batches_tracked.copy_(count)
         raise
     finally:
-        for m, training in modes:
-            m.training = training
+        restore_modes(modes)
         for bn, momentum, *_ in saved:
             bn.momentum = momentum
     return used

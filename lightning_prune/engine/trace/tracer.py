@@ -1,9 +1,9 @@
 """Trace a model once and turn every op into label unions.
 
-The model runs through :func:`torch.func.functional_call` with its parameters and
-buffers swapped for stand-ins: meta tensors first (no arithmetic, no memory), and real
-no-grad clones only if the model needs real values (data-dependent control flow such as
-detection post-processing). The user's parameters, buffers, train/eval mode and plain
+The model runs with its parameters and buffers swapped for stand-ins by
+:mod:`lightning_prune.engine.harness`: meta tensors first (no arithmetic, no memory), and
+real no-grad clones only if the model needs real values (data-dependent control flow such
+as detection post-processing). The user's parameters, buffers, train/eval mode and plain
 attributes are left exactly as they were.
 
 Layers that have a layer pruner (Conv, Linear, norms, attention, custom layers...) are
@@ -13,7 +13,6 @@ recorded as units through forward hooks; everything else is recorded op by op th
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils import _pytree as pytree
 
 from ..errors import TraceError
-from ..inputs import call_model
+from ..harness import run_forward, stand_in_forward, stand_in_inputs
 from ..layers import get_layer_pruner
 from ..tree import describe_tensors, is_tensor, tensor_leaves
 from . import layer_rules
@@ -310,31 +308,23 @@ class Tracer:
                 and ("module", n, "out") not in self._space_of]
 
     def _run_once(self, example_inputs: Any, forward_fn: Callable | None, device: str, train: bool = False) -> Any:
-        model = self.model
-        modes = [(m, m.training) for m in self.modules.values()]
-        if train:
-            model.train()
-        try:
-            return self._run_once_in_mode(example_inputs, forward_fn, device)
-        finally:
-            for m, mode in modes:
-                m.__dict__["training"] = mode  # what Module.train() sets, without __setattr__
+        """One recorded forward on stand-ins (:func:`~lightning_prune.engine.harness.stand_in_forward`).
+
+        ``train`` runs every module in training mode (flags set directly, ``train()`` is not
+        called); otherwise each keeps the mode it is in.
+        """
+        self.device = device
+        with stand_in_forward(self.modules, device, training=True if train else None) as stand_ins:
+            self._stand_in = stand_ins.names
+            return self._run_recorded(stand_in_inputs(example_inputs, device), forward_fn, device)
 
     device = "meta"
 
-    def _run_once_in_mode(self, example_inputs: Any, forward_fn: Callable | None, device: str) -> Any:
+    def _run_recorded(self, inputs: Any, forward_fn: Callable | None, device: str) -> Any:
         model = self.model
-        self.device = device
-        swaps = _stand_in_swaps(self.modules, device)
-        self._stand_in = {id(new): (name, old) for _, _, old, new, name in swaps}
-        inputs = pytree.tree_map(lambda x: _stand_in(x, device, clone=False) if is_tensor(x) else x,
-                                 example_inputs)
         handles = []
         wrapped: list[nn.Module] = []  # modules given a traced forward (none had its own)
-        snapshot = _snapshot_attributes(self.modules)
         try:
-            for slots, key, _, new, _ in swaps:
-                slots[key] = new
             for mod in self.modules.values():
                 if id(mod) not in self.units:
                     if device == "meta" and is_elementwise_module(mod) and _bare(mod):
@@ -362,19 +352,14 @@ class Tracer:
             with torch.no_grad(), _Recorder(self):
                 for t in tensor_leaves(inputs):
                     self.state.set(t, (None,) * t.dim())
-                if forward_fn is not None:
-                    call = lambda mdl: forward_fn(mdl, inputs)  # noqa: E731
-                else:
-                    call = lambda mdl: call_model(mdl, inputs)  # noqa: E731
-                out = call(model)
+                out = run_forward(model, inputs, forward_fn)
         finally:
-            for slots, key, old, _, _ in swaps:
-                slots[key] = old
             for h in handles:
                 h.remove()
-            for mod in wrapped:  # dropped here, so most modules pass the restore's quick check
+            # dropped before the harness restores attributes, so most modules pass its quick
+            # check; that restore also drops the other shape-only forwards
+            for mod in wrapped:
                 mod.__dict__.pop("forward", None)
-            _restore_attributes(snapshot)  # also drops the other shape-only forwards
         return out
 
 
@@ -386,38 +371,6 @@ def output_shapes(out: Any) -> list[tuple[int, ...]]:
 def _bare(module: nn.Module) -> bool:
     """No forward set on the instance and no hooks: a forward can be installed in its place."""
     return "forward" not in module.__dict__ and not (module._forward_hooks or module._forward_pre_hooks)
-
-
-def _stand_in(t: torch.Tensor, device: str, clone: bool) -> torch.Tensor:
-    if device == "meta":
-        return torch.empty_like(t, device="meta")
-    return t.detach().clone() if clone else t.detach()
-
-
-def _stand_in_swaps(modules: dict[str, nn.Module], device: str) -> list[tuple[dict, str, torch.Tensor,
-                                                                              torch.Tensor, str]]:
-    """``(slot dict, key, original, stand-in, qualified name)`` for every parameter and buffer.
-
-    The trace runs the model on stand-ins (meta tensors, or detached copies of buffers
-    that a forward may update) written straight into each module's ``_parameters`` and
-    ``_buffers`` and put back afterwards. This is what ``torch.func.functional_call``
-    does, in one walk over the modules instead of several (a fifth of a MobileNet build).
-    A tensor shared by several modules (tied weights) gets one stand-in, named after its
-    first owner, as ``named_parameters()`` names it.
-    """
-    swaps = []
-    made: dict[int, tuple[torch.Tensor, str]] = {}
-    for prefix, mod in modules.items():
-        for slots, is_buffer in ((mod._parameters, False), (mod._buffers, True)):
-            for key, t in slots.items():
-                if t is None:
-                    continue
-                hit = made.get(id(t))
-                if hit is None:
-                    hit = (_stand_in(t, device, clone=is_buffer), f"{prefix}.{key}" if prefix else key)
-                    made[id(t)] = hit
-                swaps.append((slots, key, t, hit[0], hit[1]))
-    return swaps
 
 
 def _unrecorded(forward: Callable) -> Callable:
@@ -432,38 +385,3 @@ def _unrecorded(forward: Callable) -> Callable:
             return forward(*args, **kwargs)
 
     return shape_only
-
-
-def _snapshot_attributes(modules: dict[str, nn.Module]) -> list[tuple[nn.Module, dict]]:
-    unique = {id(m): m for m in modules.values()}.values()
-    return [(m, m.__dict__.copy()) for m in unique]
-
-
-def _restore_attributes(snapshot: list[tuple[nn.Module, dict]]) -> None:
-    """Undo attribute writes a forward made (caches holding meta tensors, counters...).
-
-    Internals (``_parameters``, ``_modules``...) are the same dict objects throughout: the
-    trace changes their contents, which are put back separately.
-    """
-    for mod, attrs in snapshot:
-        current = mod.__dict__
-        if _same_values(current, attrs):
-            continue  # the usual case: the forward wrote nothing
-        for k in [k for k in current if k not in attrs]:
-            del current[k]
-        for k, v in attrs.items():
-            if current.get(k, _MISSING) is not v:
-                current[k] = v
-
-
-def _same_values(a: dict, b: dict) -> bool:
-    """``a`` and ``b`` hold the same keys, each with the identical object.
-
-    Compared value by value with ``operator.is_`` inside ``all(map(...))``, all in C: a
-    per-key generator was most of the restore's cost. Values are compared in insertion
-    order; a key deleted and written again moves to the end and takes the slow path.
-    """
-    return len(a) == len(b) and all(map(operator.is_, a.values(), b.values())) and a.keys() == b.keys()
-
-
-_MISSING = object()

@@ -1,9 +1,19 @@
-"""Helpers around pruning: MACs and parameter counting, latency, per-layer widths."""
+"""``tp.utils``, as in Torch-Pruning: MACs and parameter counting, latency, per-layer widths.
 
-from . import op_counter
-from .latency import LatencyStats, measure_latency, summarize_times, thread_count
-from .op_counter import count_ops_and_params, count_params
-from .widths import layer_widths
+Only the public namespace; the code lives in :mod:`lightning_prune.engine.measure`.
+"""
 
-__all__ = ["LatencyStats", "count_ops_and_params", "count_params", "layer_widths", "measure_latency",
-           "op_counter", "summarize_times", "thread_count"]
+from ..measure import (
+    LatencyStats,
+    MetaOpCache,
+    count_ops_and_params,
+    count_params,
+    layer_widths,
+    measure_latency,
+    op_counter,
+    summarize_times,
+    thread_count,
+)
+
+__all__ = ["LatencyStats", "MetaOpCache", "count_ops_and_params", "count_params", "layer_widths",
+           "measure_latency", "op_counter", "summarize_times", "thread_count"]

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..inputs import call_model, move_inputs
+from ..harness import call_model, move_inputs, training_flags
 
 __all__ = ["LatencyStats", "measure_latency", "summarize_times", "thread_count"]
 
@@ -130,10 +130,12 @@ def measure_latency(
     16 took ~355 ms per run for 8 runs, then ~280 ms from then on).
     :attr:`LatencyStats.warmup` is the number of warm-up runs actually made.
 
-    The model runs in eval mode under ``torch.inference_mode`` and is put back in the mode
-    it was in. ``inputs`` follow the engine's convention (:mod:`lightning_prune.engine.inputs`:
-    a dict of keyword inputs, a tuple or list of positional ones, or one tensor); they are moved to ``device`` (default: the model's device). ``clock`` is the
-    timer (seconds), replaceable in tests.
+    The model runs in eval mode under ``torch.inference_mode``, and every submodule is put
+    back in the mode it was in (flags are set directly, ``train()`` is not called).
+    ``inputs`` follow the engine's convention (:func:`lightning_prune.engine.harness.call_model`:
+    a dict of keyword inputs, a tuple or list of positional ones, or one tensor); they are
+    moved to ``device`` (default: the model's device). ``clock`` is the timer (seconds),
+    replaceable in tests.
     """
     if warmup < 0:
         raise ValueError(f"measure_latency: warmup must be >= 0, got {warmup}")
@@ -152,32 +154,27 @@ def measure_latency(
     model.to(device)
     inputs = move_inputs(inputs, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    was_training = model.training
-    model.eval()
-    try:
-        with thread_count(threads), torch.inference_mode():
-            def timed() -> float:
-                sync()
-                start = clock()
-                call_model(model, inputs)
-                sync()
-                return clock() - start
+    with training_flags(model.modules(), False), thread_count(threads), torch.inference_mode():
+        def timed() -> float:
+            sync()
+            start = clock()
+            call_model(model, inputs)
+            sync()
+            return clock() - start
 
-            began = time.perf_counter()
-            warmed = 0
-            while warmed < warmup or time.perf_counter() < began + warmup_seconds:
-                call_model(model, inputs)
-                sync()
-                warmed += 1
-            if settle is not None:
-                window, previous = max(3, warmup), None
-                while time.perf_counter() < began + max_warmup_seconds:
-                    current = statistics.median(timed() for _ in range(window))
-                    warmed += window
-                    if previous is not None and abs(current - previous) <= settle * previous:
-                        break
-                    previous = current
-            times = [timed() for _ in range(repeats)]
-    finally:
-        model.train(was_training)
+        began = time.perf_counter()
+        warmed = 0
+        while warmed < warmup or time.perf_counter() < began + warmup_seconds:
+            call_model(model, inputs)
+            sync()
+            warmed += 1
+        if settle is not None:
+            window, previous = max(3, warmup), None
+            while time.perf_counter() < began + max_warmup_seconds:
+                current = statistics.median(timed() for _ in range(window))
+                warmed += window
+                if previous is not None and abs(current - previous) <= settle * previous:
+                    break
+                previous = current
+        times = [timed() for _ in range(repeats)]
     return summarize_times(times, warmup=warmed)
