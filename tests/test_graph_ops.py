@@ -392,7 +392,7 @@ def test_depthwise_conv_is_coupled_in_and_out():
     ("adaptive_avg_pool3d", (1, 6, 4, 5, 6), (2, 3, 1)),
 ])
 def test_meta_shortcut_for_adaptive_pooling_matches_torch(fn, shape, size):
-    from lightning_prune.engine.trace.fast_meta import fast_elementwise
+    from lightning_prune.engine.trace.fast_ops import fast_elementwise
 
     got = fast_elementwise(fn, (torch.empty(shape, device="meta"), size), {})
     want = getattr(torch.nn.functional, fn)(torch.zeros(shape), size)
@@ -432,7 +432,7 @@ def test_fast_attention_rejects_a_wrong_width():
 
 
 def test_fast_sdpa_shape_matches_torch():
-    from lightning_prune.engine.trace.fast_meta import fast_elementwise
+    from lightning_prune.engine.trace.fast_ops import fast_elementwise
 
     q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 6)
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from ..engine.inputs import call_model, move_inputs
+from ..engine.harness import call_model, move_inputs
 from ..engine.utils import thread_count
 
 __all__ = ["OperatorProfile", "profile_operators"]

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from ..engine import DependencyGraph, PruningError
-from ..engine.tree import tensor_leaves
+from ..engine.harness import call_model
 from ..engine.importance import GroupMagnitudeImportance
-from ..engine.inputs import call_model
 from ..engine.pruner.planning import unit_scores
+from ..engine.tree import tensor_leaves
 from ..engine.utils import count_ops_and_params
 
 _LOG = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 import lightning_prune.engine as tp
-from lightning_prune.engine.inputs import call_model, move_inputs
+from lightning_prune.engine.harness import call_model, move_inputs
 from lightning_prune.engine.history.optim_state import slice_optimizers
 
 from . import options

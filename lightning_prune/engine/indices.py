@@ -2,9 +2,9 @@
 
 The engine keeps channel indices as Python lists (they go into records, which must be
 primitive types) and turns them into ``LongTensor`` indices for slicing and scoring.
-``torch.as_tensor(list)`` converts element by element (30 us for 512 ints here); packing
-the ints into an ``array`` first and viewing its buffer costs a quarter of that, which
-adds up over the hundreds of conversions of one pruner step.
+``torch.as_tensor(list)`` converts element by element; packing the ints into an
+``array`` first and viewing its buffer is several times cheaper, which adds up over the
+hundreds of conversions of one pruner step.
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ class RootMap:
 
         Most items of a group have the same ``units`` (every layer on a residual stream
         lists the stream's channels in the same order), so the mapping is worked out once
-        per distinct list and reused (a third of the scoring time of ViT-B/16's stream).
+        per distinct list and reused.
         """
         for known, plan in self._plan_cache:
             if known == units:

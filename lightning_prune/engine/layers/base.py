@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import PruningError
-from ..indices import KeptIdxs, SortedIdxs, complement, long_tensor
 from ..history.records import active_recorders
+from ..indices import KeptIdxs, SortedIdxs, complement, long_tensor
 from .session import active_session
 
 

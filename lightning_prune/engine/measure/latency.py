@@ -5,8 +5,8 @@ pick kernels, CUDA launches are asynchronous, and the thread pool size changes t
 result by integer factors. ``measure_latency`` therefore
 
 * runs untimed forwards first: at least ``warmup`` of them and, if ``warmup_seconds`` is
-  set, for at least that long (measured here: on a VM the first second or two of a busy
-  loop runs up to 2x slower, whatever the number of calls, as clocks and caches settle),
+  set, for at least that long (on a VM the first second or two of a busy loop run slower,
+  whatever the number of calls, as clocks and caches settle; see docs/engine.md),
 * synchronizes CUDA before starting and before stopping the clock of every run
   (otherwise only the launch is timed),
 * fixes the intra-op thread count for the measurement and restores it afterwards,
@@ -126,8 +126,7 @@ def measure_latency(
     passed. With ``settle`` (a relative tolerance such as 0.05) it then times windows of
     ``max(3, warmup)`` runs and stops once two consecutive window medians agree within
     ``settle``, or after ``max_warmup_seconds``: the first seconds of heavy work in a
-    process can run slower for reasons no fixed count covers (measured: resnet18 at batch
-    16 took ~355 ms per run for 8 runs, then ~280 ms from then on).
+    process can run slower for reasons no fixed count covers (see docs/engine.md).
     :attr:`LatencyStats.warmup` is the number of warm-up runs actually made.
 
     The model runs in eval mode under ``torch.inference_mode``, and every submodule is put

@@ -181,7 +181,7 @@ class MetaPruner:
         """Every prunable group of ``graph`` (a new list), reused until the graph changes.
 
         Construction, the budget solver and ``step()`` all walk the same groups; deriving
-        them once per graph version (not once per walk) saves a third of a step.
+        them once per graph version (not once per walk) saves much of a step.
 
         Args:
             graph: ``DG`` or another graph of this pruner's model (or of a clone of it).

@@ -18,8 +18,9 @@ import torch
 
 from ..tree import is_tensor
 from . import ops_math as m
+from . import ops_select as sel
 from . import ops_shape as s
-from .fast_meta import broadcast
+from .fast_ops import broadcast
 from .state import TraceState
 
 _SHAPE_RULES = {
@@ -31,11 +32,11 @@ _SHAPE_RULES = {
     **dict.fromkeys(["cat", "concat", "concatenate"], s.rule_cat),
     **dict.fromkeys(["stack"], s.rule_stack),
     **dict.fromkeys(["split", "chunk", "tensor_split", "split_with_sizes", "unbind", "unsafe_split",
-                     "unsafe_chunk"], s.rule_split),
-    **dict.fromkeys(["narrow", "narrow_copy", "select"], s.rule_narrow_select),
-    "__getitem__": s.rule_getitem,
-    "__setitem__": s.rule_setitem,
-    "index_select": s.rule_index_select,
+                     "unsafe_chunk"], sel.rule_split),
+    **dict.fromkeys(["narrow", "narrow_copy", "select"], sel.rule_narrow_select),
+    "__getitem__": sel.rule_getitem,
+    "__setitem__": sel.rule_setitem,
+    "index_select": sel.rule_index_select,
     **dict.fromkeys(["expand", "expand_as", "broadcast_to"], s.rule_expand),
     **dict.fromkeys(["repeat", "tile"], s.rule_repeat),
     "repeat_interleave": s.rule_repeat_interleave,
@@ -114,7 +115,7 @@ def apply_rule(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -
     inputs = m.tensors_in(args, kwargs)
     if name == "__setitem__":
         if args and is_tensor(args[0]):
-            s.rule_setitem(st, name, args, kwargs, out)
+            sel.rule_setitem(st, name, args, kwargs, out)
         return
     if name in _SHAPE_READS:
         _mark_read_dims(st, name, args)

@@ -29,11 +29,11 @@ from . import layer_rules
 from .fast_meta import (
     InputDtypeError,
     dtype_checked_forward,
-    fast_elementwise,
     fast_forward,
     is_builtin_forward,
     is_elementwise_module,
 )
+from .fast_ops import fast_elementwise
 from .labels import ElementTable, Label
 from .ops import apply_rule, op_name
 from .ops_math import rule_elementwise
@@ -218,8 +218,8 @@ class Tracer:
 
         Its own forward is one element-wise call, which the recorder would intercept and
         label through :func:`.ops.apply_rule`; this applies the same rule directly,
-        without torch's function-mode dispatch (a seventh of a MobileNetV3 build, which
-        has 49 such layers). Anything but one meta tensor takes the module's own forward.
+        without torch's function-mode dispatch, which dominates the cost of such layers.
+        Anything but one meta tensor takes the module's own forward.
         """
         own = type(module).forward
         inplace = bool(getattr(module, "inplace", False))
@@ -341,7 +341,7 @@ class Tracer:
                     own = _unrecorded(fast) if fast is not None else dtype_checked_forward(mod, name)
                 if _bare(mod):
                     # no hooks of its own: wrap forward instead of adding two hooks, so the
-                    # call keeps torch's hook-free fast path (a fifth of a small model's trace)
+                    # call keeps torch's hook-free fast path
                     mod.__dict__["forward"] = self._traced(mod, own if own is not None else mod.forward)
                     wrapped.append(mod)
                     continue
@@ -377,7 +377,7 @@ def _unrecorded(forward: Callable) -> Callable:
     """A shape-only ``forward`` (:mod:`.fast_meta`) run with the recorder off.
 
     It is our own arithmetic on shapes: recorded, every ``.shape`` it reads would be an
-    intercepted call (about 5 per layer, a seventh of a MobileNet build).
+    intercepted call, several per layer.
     """
 
     def shape_only(*args: Any, **kwargs: Any) -> Any:
