@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
+from .apply import prune_group, soft_prune_group
+from .layout import GroupLayout
+
 if TYPE_CHECKING:
     from .dependency import DependencyGraph
 
@@ -85,19 +88,30 @@ def _fn_name(fn: Any) -> str:
 
 
 class Group:
-    """Coupled channels across layers; ``prune()`` removes them all at once."""
+    """Coupled channels across layers; ``prune()`` removes them all at once.
+
+    Made by the graph (``get_pruning_group``, ``get_all_groups``, ``group_for_units``).
+    Besides the Torch-Pruning API, a group exposes what the graph needs to keep it right
+    across other prunes: :attr:`root_space`, :attr:`layout` (and :attr:`targets`),
+    :attr:`components`, :attr:`unit_components` and :attr:`version`.
+    """
 
     def __init__(self, graph: DependencyGraph, items: list[GroupItem] | Callable[[], list[GroupItem]],
-                 targets: list[tuple[int, list[int]]], root: int, units: list[list[int]], unit_comps: list[int],
+                 layout: GroupLayout, root: int, units: list[list[int]], unit_components: list[int],
                  sensitive: bool = False, is_head_group: bool = False, identity_units: bool = False,
-                 comps: torch.Tensor | None = None, version: int = 0, layout: tuple | None = None) -> None:
+                 components: torch.Tensor | None = None, version: int = 0, root_name: str = "") -> None:
         self._graph = graph
         # A callable builds the items on first use: a pruner step prunes most groups
         # without ever looking at their items (pruning only needs the targets).
         self._items_or_factory = items
-        self._targets = targets  # (space index, positions) to remove
-        self._root = root  # space index of the root
-        self._unit_comps = unit_comps  # component id of each unit (stable across prunes)
+        #: Where the group's channels sit in the graph's spaces, valid at :attr:`version`.
+        self.layout = layout
+        #: Index of the root's space in ``graph.tables.spaces``.
+        self.root_space = root
+        #: Name of the root layer (or parameter), without building the items.
+        self.root_name = root_name
+        #: Component id of each unit: stable across prunes, unlike positions.
+        self.unit_components = unit_components
         self.sensitive = sensitive
         #: Units span whole blocks coupled by a split (attention heads, or head dims).
         self.is_head_group = is_head_group
@@ -108,28 +122,37 @@ class Group:
         #: Each unit is one root channel and unit ``k`` is channel ``k`` (a full group of a
         #: plain layer): importance criteria can then skip the unit bookkeeping.
         self.identity_units = identity_units
-        #: Components of the group's channels and the graph version it was made at:
-        #: positions go stale when another group is pruned, components don't.
-        self._comps = comps
-        self._version = version
-        self._layout_data = layout  # where its elements sit, for sub-groups
+        #: Components of the group's channels (``None`` once pruned: it then describes what
+        #: was removed and is never re-derived) and the graph version its positions are
+        #: valid at: positions go stale when another group is pruned, components don't.
+        self.components = components
+        self.version = version
         #: Set once :meth:`prune` succeeded: the group's positions now name other channels.
         self.applied = False
 
     @property
+    def targets(self) -> dict[int, list[int]]:
+        """Space index -> sorted positions the group removes there (see :attr:`layout`)."""
+        return self.layout.targets
+
+    @property
     def _items(self) -> list[GroupItem]:
         if callable(self._items_or_factory):
-            if self._comps is not None and self._version != self._graph.version:
-                self._graph._current(self)  # looked at for the first time after another prune
+            if self.components is not None and self.version != self._graph.version:
+                self._graph.refresh_group(self)  # looked at for the first time after another prune
             self._items_or_factory = self._items_or_factory()
         return self._items_or_factory
 
-    def _take(self, fresh: Group) -> None:
-        """Adopt the positions of ``fresh``, the same channels derived again."""
-        self._items_or_factory, self._targets = fresh._items_or_factory, fresh._targets
-        self._layout_data = fresh._layout_data
-        self.units, self._unit_comps, self._version = fresh.units, fresh._unit_comps, fresh._version
+    def adopt(self, fresh: Group) -> None:
+        """Take the positions of ``fresh``, the same channels derived again after other prunes."""
+        self._items_or_factory, self.layout = fresh._items_or_factory, fresh.layout
+        self.units, self.unit_components, self.version = fresh.units, fresh.unit_components, fresh.version
         self.identity_units = fresh.identity_units
+
+    def mark_applied(self) -> None:
+        """Record that the group was pruned: it keeps describing what it removed."""
+        self.components = None
+        self.applied = True
 
     @property
     def graph(self) -> DependencyGraph:
@@ -137,13 +160,22 @@ class Group:
         return self._graph
 
     @property
-    def root_name(self) -> str:
-        """Name of the root layer (or parameter), without building the items."""
-        return self._graph.spaces[self._root].name
-
-    @property
     def root_idxs(self) -> list[int]:
         return list(self._items[0].idxs) if self._items else []
+
+    # -- kept for tests/test_graph.py and pruner/regularizers/growing_reg.py until they use
+    # -- the public names (root_space, targets, unit_components)
+    @property
+    def _root(self) -> int:
+        return self.root_space
+
+    @property
+    def _targets(self) -> list[tuple[int, list[int]]]:
+        return list(self.layout.targets.items())
+
+    @property
+    def _unit_comps(self) -> list[int]:
+        return self.unit_components
 
     # -- sequence protocol -------------------------------------------------------------
     def __iter__(self) -> Iterator[GroupItem]:
@@ -172,14 +204,14 @@ class Group:
         if idxs is not None:
             root = self._items[0].dep
             return self._graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
-        return self._graph._apply(self)
+        return prune_group(self._graph, self)
 
     def soft_prune(self) -> dict:
         """Zero the group's channels instead of removing them (try before you commit).
 
         Returns the record of the zeroed slices (same format as :meth:`prune`).
         """
-        return self._graph._soft_apply(self)
+        return soft_prune_group(self._graph, self)
 
     def details(self) -> str:
         lines = ["-" * 32, " " * 10 + "Pruning Group", "-" * 32]

@@ -46,7 +46,7 @@ class ModelSnapshot:
             names = {id(m): n for n, m in modules.items()}
         # The pruned layers and their submodules. Containers above them change only through
         # sync_ancestor_widths, which reports each write to note() (a journal), so they need
-        # no snapshot of their own: that was two thirds of the snapshot's cost.
+        # no snapshot of their own (walking every container was most of a snapshot's work).
         scope: dict[int, tuple[str, nn.Module]] = {}
         for mod in touched:
             for sub in mod.modules():
