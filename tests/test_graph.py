@@ -14,6 +14,7 @@ from torchvision.models import resnet18
 
 import lightning_prune.engine as tp
 from lightning_prune.engine import PruningError, TraceError
+from lightning_prune.engine.graph.grouping import group_from
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def test_producers_of_a_residual_stream_stay_bounded_and_groups_stay_whole():
     depth = 3 * MAX_PRODUCERS
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *[Block() for _ in range(depth)], nn.Conv2d(4, 2, 1)).eval()
     DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 8, 8))
-    assert len(DG._edges) <= (MAX_PRODUCERS + 2) * (depth + 1)  # linear in depth, not quadratic
+    assert len(DG.tables.edges) <= (MAX_PRODUCERS + 2) * (depth + 1)  # linear in depth, not quadratic
     group = DG.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[1])
     pruned_layers = {dep.target.name for dep, _ in group}
     # the stream couples the stem and every block's conv, in and out: all of them are in the group
@@ -328,9 +329,9 @@ def test_sub_groups_from_a_layout_match_a_fresh_derivation():
     for k, group in enumerate(groups):
         units = sorted(torch.randperm(len(group.units), generator=generator)[: max(1, len(group.units) // 3)].tolist())
         sub = DG.group_for_units(group, units)
-        comps = torch.as_tensor([group._unit_comps[u] for u in units])
-        fresh = DG._group_from(group._root, comps)
-        assert sub._targets == fresh._targets and sub.units == fresh.units
+        comps = torch.as_tensor([group.unit_components[u] for u in units])
+        fresh = group_from(DG, DG.tables, group.root_space, comps)
+        assert list(sub.targets.items()) == list(fresh.targets.items()) and sub.units == fresh.units
         if k % 2 == 0:
             sub.prune()  # later groups share the concat consumers: their layouts go stale
 
@@ -342,13 +343,13 @@ def test_all_groups_are_the_same_with_and_without_the_in_order_fast_path():
     model = torchvision.models.densenet121(weights=None).features[:5].eval()
     DG = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 32, 32))
     for _ in range(2):
-        live = (DG._elem_space >= 0) & DG._alive
-        key = (DG._elem_space * (int(DG._elem_pos.max()) + 1) + DG._elem_pos)[live]
-        assert DG._elems_in_order and bool((key[1:] > key[:-1]).all())  # the invariant itself
-        fast = [(g._root, g._targets, g.units) for g in DG.get_all_groups()]
-        DG._elems_in_order = False
-        slow = [(g._root, g._targets, g.units) for g in DG.get_all_groups()]
-        DG._elems_in_order = True
+        live = (DG.tables.elem_space >= 0) & DG.tables.alive
+        key = (DG.tables.elem_space * (int(DG.tables.elem_pos.max()) + 1) + DG.tables.elem_pos)[live]
+        assert DG.tables.elems_in_order and bool((key[1:] > key[:-1]).all())  # the invariant itself
+        fast = [(g.root_space, list(g.targets.items()), g.units) for g in DG.get_all_groups()]
+        DG.tables.elems_in_order = False
+        slow = [(g.root_space, list(g.targets.items()), g.units) for g in DG.get_all_groups()]
+        DG.tables.elems_in_order = True
         assert fast == slow and len(fast) > 3
         for group in list(DG.get_all_groups())[::2]:  # prune some, then compare again
             DG.group_for_units(group, list(range(0, len(group.units), 3))).prune()
@@ -378,7 +379,8 @@ class _Activations(nn.Module):
 def test_activation_layers_label_like_the_recorded_ops(make, monkeypatch):
     """On the meta device, activation and dropout layers are labelled directly instead of
     through the recorded element-wise op; the groups must be exactly the same."""
-    from lightning_prune.engine.trace import fast_meta, tracer as trace
+    from lightning_prune.engine.trace import fast_meta
+    from lightning_prune.engine.trace import tracer as trace
 
     torch.manual_seed(0)
     model = make().eval()
@@ -390,7 +392,7 @@ def test_activation_layers_label_like_the_recorded_ops(make, monkeypatch):
     def groups():
         DG = tp.DependencyGraph().build_dependency(model, x)
         assert DG.trace_device == "meta"
-        return [(g.root_name, g._targets, g.units) for g in DG.get_all_groups()]
+        return [(g.root_name, list(g.targets.items()), g.units) for g in DG.get_all_groups()]
 
     direct = groups()
     assert len(installed) >= 9  # the layers took the direct path

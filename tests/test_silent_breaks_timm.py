@@ -130,3 +130,49 @@ def test_a_grouped_conv_through_f_conv2d_keeps_its_channels_whole() -> None:
     with pytest.raises(tp.PruningError, match="cannot be pruned"):
         DG.get_pruning_group(net[1], tp.prune_conv_out_channels, [0])
     assert _unchanged(net, before)
+
+
+class SplitBlock(nn.Module):
+    """timm's Res2Net: ``width`` is the split size of ``conv1``'s output, not of the branch convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 8
+        self.conv1 = nn.Conv2d(3, 16, 1)
+        self.convs = nn.ModuleList([nn.Conv2d(8, 8, 3, padding=1) for _ in range(2)])
+        self.conv3 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(self.conv1(x), self.width, 1)
+        return self.conv3(torch.cat([conv(p) for conv, p in zip(self.convs, parts)], 1))
+
+
+def test_a_width_attribute_that_only_shares_the_old_value_is_left_alone() -> None:
+    torch.manual_seed(0)
+    block, x = SplitBlock().eval(), torch.randn(1, 3, 8, 8)
+    _prune_half_of(block, x, "convs.0")
+    assert block.width == 8, "the guessed rewrite broke the model, so it was undone"
+    assert block.convs[0].out_channels == 4 and block.conv3.in_channels == 12
+    assert block(x).shape == (1, 4, 8, 8)
+
+
+class WidthReshape(nn.Module):
+    """torchvision's ViT: a container reshapes with its own ``hidden_dim``, which must follow the prune."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden_dim = 8
+        self.proj = nn.Conv2d(3, 8, 2, stride=2)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x).reshape(x.shape[0], self.hidden_dim, -1).mean(-1)
+        return self.head(y)
+
+
+def test_a_width_attribute_that_the_forward_needs_still_follows_the_prune() -> None:
+    torch.manual_seed(0)
+    model, x = WidthReshape().eval(), torch.randn(2, 3, 8, 8)
+    _prune_half_of(model, x, "proj")
+    assert model.hidden_dim == 4 and model.proj.out_channels == 4
+    assert model(x).shape == (2, 4)

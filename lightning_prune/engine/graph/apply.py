@@ -97,8 +97,12 @@ def _prune_now(graph: DependencyGraph, group: Group) -> dict:
                     sync_ancestor_widths(names.modules, names.pruners, sp.name,
                                          old_sizes[s], old_sizes[s] - len(pos), journal=snapshot.note)
             _sync_block_counts(graph, group, snapshot.note)
-        if group.sensitive or graph.check_every_prune:
+        guessed = snapshot.guessed_attributes
+        if group.sensitive or graph.check_every_prune or guessed:
             err = graph.dry_run()
+            if err is not None and guessed:
+                snapshot.undo_guessed_attributes()  # the guess may be what broke it
+                err = graph.dry_run()
             if err is not None:
                 raise PruningError(f"the pruned model no longer runs forward: {err}")
     except PruningError as err:  # a refusal: the group cannot be pruned as asked

@@ -324,31 +324,3 @@ class DependencyGraph:
                 found = f"in {name} ({type(owner).__name__}): "
             tb = tb.tb_next
         return found
-
-    # -- kept for tests/test_graph.py until it uses the public names (tables.*, group_for_units)
-    @property
-    def _edges(self) -> set[tuple[str, str]]:
-        return self.tables.edges
-
-    @property
-    def _elem_space(self) -> torch.Tensor:
-        return self.tables.elem_space
-
-    @property
-    def _elem_pos(self) -> torch.Tensor:
-        return self.tables.elem_pos
-
-    @property
-    def _alive(self) -> torch.Tensor:
-        return self.tables.alive
-
-    @property
-    def _elems_in_order(self) -> bool:
-        return self.tables.elems_in_order
-
-    @_elems_in_order.setter
-    def _elems_in_order(self, value: bool) -> None:
-        self.tables.elems_in_order = value
-
-    def _group_from(self, root: int, comps: torch.Tensor) -> Group:
-        return group_from(self, self.tables, root, comps)

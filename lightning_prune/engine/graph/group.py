@@ -163,20 +163,6 @@ class Group:
     def root_idxs(self) -> list[int]:
         return list(self._items[0].idxs) if self._items else []
 
-    # -- kept for tests/test_graph.py and pruner/regularizers/growing_reg.py until they use
-    # -- the public names (root_space, targets, unit_components)
-    @property
-    def _root(self) -> int:
-        return self.root_space
-
-    @property
-    def _targets(self) -> list[tuple[int, list[int]]]:
-        return list(self.layout.targets.items())
-
-    @property
-    def _unit_comps(self) -> list[int]:
-        return self.unit_components
-
     # -- sequence protocol -------------------------------------------------------------
     def __iter__(self) -> Iterator[GroupItem]:
         return iter(self._items)

@@ -13,9 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-_MODULE_INTERNALS = frozenset(nn.Module().__dict__.keys())
-_PRIMITIVE = (int, float, bool, str, type(None))
-_PLAIN_TYPES = frozenset(_PRIMITIVE)  # exact types: the common case, checked without a call
+from ..history.records import MODULE_INTERNALS, is_primitive
 
 # Attribute names that containers use to remember a width they later feed to reshape().
 # Checked only on ancestors of a pruned layer that have no layer pruner of their own.
@@ -27,14 +25,6 @@ WIDTH_ATTRIBUTES = (
 
 HEAD_COUNT_ATTRIBUTES = ("num_heads", "heads", "n_heads", "num_attention_heads", "n_head", "num_head")
 HEAD_DIM_ATTRIBUTES = ("head_dim", "dim_head", "attention_head_size", "head_size", "d_head")
-
-
-def _primitive(value: Any) -> bool:
-    if type(value) in _PLAIN_TYPES:  # the common case, without an isinstance walk
-        return True
-    if isinstance(value, _PRIMITIVE):
-        return True
-    return isinstance(value, tuple | list) and all(isinstance(v, _PRIMITIVE) for v in value)
 
 
 class ModelSnapshot:
@@ -72,11 +62,27 @@ class ModelSnapshot:
     @staticmethod
     def _plain(state: dict[str, Any]) -> dict[str, Any]:
         """The plain (primitive-valued) attributes of a module ``__dict__``."""
-        return {k: v for k, v in state.items() if k not in _MODULE_INTERNALS and _primitive(v)}
+        return {k: v for k, v in state.items() if k not in MODULE_INTERNALS and is_primitive(v)}
 
     def note(self, name: str, module: nn.Module, attr: str, old: Any) -> None:
         """Record that ``module.attr`` (outside the snapshot) held ``old`` before a write."""
         self._journal.append((name, module, attr, old))
+
+    @property
+    def guessed_attributes(self) -> bool:
+        """Whether attributes outside the pruned layers were rewritten because their value matched."""
+        return bool(self._journal)
+
+    def undo_guessed_attributes(self) -> None:
+        """Put back the attributes :func:`sync_ancestor_widths` rewrote, and forget them.
+
+        Those writes are guesses by name and value: a ``width`` that equals a pruned
+        layer's width may be the size of something else (the split size of a layer that
+        was not pruned). When the model breaks with them, it may run without them.
+        """
+        for _, mod, attr, old in reversed(self._journal):
+            mod.__dict__[attr] = old
+        self._journal.clear()
 
     def restore(self) -> None:
         for _, mod, attr, old in reversed(self._journal):
@@ -99,9 +105,9 @@ class ModelSnapshot:
         for name, mod, before in self._attrs:
             for k, v in mod.__dict__.items():
                 old = before.get(k, _MISSING)  # _MISSING is not primitive: a new attribute counts
-                if old is v or k in _MODULE_INTERNALS or not _primitive(v):
+                if old is v or k in MODULE_INTERNALS or not is_primitive(v):
                     continue
-                if not _primitive(old) or old != v:
+                if not is_primitive(old) or old != v:
                     changes[f"{name}.{k}" if name else k] = v
         for name, mod, attr, _ in self._journal:
             changes[f"{name}.{attr}" if name else attr] = mod.__dict__.get(attr)

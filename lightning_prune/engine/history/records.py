@@ -44,6 +44,7 @@ def prune_record(tensors: PruningRecord | None = None, attributes: dict[str, Any
 #: model state worth recording or restoring.
 MODULE_INTERNALS = frozenset(torch.nn.Module().__dict__.keys())
 _PRIMITIVE = (int, float, bool, str, type(None))
+_PLAIN_TYPES = frozenset(_PRIMITIVE)
 
 
 def is_primitive(value: Any) -> bool:
@@ -52,7 +53,7 @@ def is_primitive(value: Any) -> bool:
     The graph's snapshot (what a prune changed) and the pruned state dict (what to
     restore) use this one rule, so that records and state dicts agree.
     """
-    if isinstance(value, _PRIMITIVE):
+    if type(value) in _PLAIN_TYPES or isinstance(value, _PRIMITIVE):  # exact types first: no isinstance walk
         return True
     return isinstance(value, tuple | list) and all(isinstance(v, _PRIMITIVE) for v in value)
 

@@ -49,7 +49,7 @@ class GrowingRegPruner(SparseTrainingPruner):
         old, self._lambdas = self._lambdas, {}
         for name, g in self._groups_now:
             n = len(g.units)
-            comps = getattr(g, "_unit_comps", None)
+            comps = g.unit_components
             lam = torch.full((n,), self.reg, dtype=torch.float32)
             if name in old:
                 graph, old_comps, old_lam = old[name]
