@@ -93,7 +93,7 @@ def blocked_components(tables: ElementTables, names: ModelIndex, ignored_layers:
     comps = []
     for mod in resolve_ignored(names.model, ignored_layers):
         if isinstance(mod, nn.Module):
-            i = tables.space_of(("module", names.module_names.get(id(mod)), "out"))
+            i = _output_space(tables, names.module_names.get(id(mod)))
             if i is not None:
                 comps.append(tables.comp[tables.spaces[i].elems])
         else:
@@ -102,6 +102,23 @@ def blocked_components(tables: ElementTables, names: ModelIndex, ignored_layers:
                 if sp.role == "param" and sp.name == name:
                     comps.append(tables.comp[sp.elems])
     return torch.unique(torch.cat(comps)) if comps else torch.zeros(0, dtype=torch.long)
+
+
+def _output_space(tables: ElementTables, name: str | None) -> int | None:
+    """The output space of layer ``name``, or of the layer it is pruned as part of.
+
+    ``nn.MultiheadAttention.out_proj`` has no space of its own: the attention layer is
+    traced and pruned as one unit, whose output *is* ``out_proj``'s output.
+    """
+    if name is None:
+        return None
+    parts = name.split(".")
+    while parts:
+        i = tables.space_of(("module", ".".join(parts), "out"))
+        if i is not None:
+            return i
+        parts.pop()
+    return None
 
 
 def validate_idxs(idxs: Sequence[int], size: int, name: str) -> list[int]:

@@ -129,7 +129,9 @@ class ElementTables:
     def unit_scratch(self) -> torch.Tensor:
         """A per-component table of -1, made on first use; callers restore every entry they set."""
         if self._unit_table is None:
-            self._unit_table = torch.full((self.comp.numel(),), -1, dtype=torch.long)
+            # written in place by every later lookup: an inference tensor could not be
+            with torch.inference_mode(False):
+                self._unit_table = torch.full((self.comp.numel(),), -1, dtype=torch.long)
         return self._unit_table
 
     def unchanged_since(self, version: int, space_ids: list[int]) -> bool:

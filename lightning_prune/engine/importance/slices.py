@@ -283,8 +283,11 @@ def _attention(module: nn.MultiheadAttention, idxs: Sequence[int], bias: bool) -
         found += [ChannelSlice(module.in_proj_weight, along(0), qkv),
                   ChannelSlice(module.in_proj_weight, along(1), one, exclude=qkv)]
     else:
-        for w in (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight):
-            found += [ChannelSlice(w, along(0), one), ChannelSlice(w, along(1), one, exclude=one)]
+        # kdim / vdim differ from embed_dim: the key and value projections' columns read the
+        # key and value inputs, other channels than the embedding's; only their rows are its
+        found += [ChannelSlice(module.q_proj_weight, along(0), one),
+                  ChannelSlice(module.q_proj_weight, along(1), one, exclude=one)]
+        found += [ChannelSlice(w, along(0), one) for w in (module.k_proj_weight, module.v_proj_weight)]
     w = module.out_proj.weight
     found += [ChannelSlice(w, along(0), one), ChannelSlice(w, along(1), one, exclude=one)]
     if bias:

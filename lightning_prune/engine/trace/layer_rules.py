@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..tree import is_tensor, tensor_leaves
 from .labels import Label
@@ -59,10 +60,24 @@ def layer_spaces(tracer: Tracer, module: nn.Module, pruner: Any) -> tuple[Label 
     """The (out, in) labels of a layer; the same object when they are coupled."""
     out_n, in_n = _sizes(pruner, module)
     out_lab = tracer.space(module, "out", out_n) if out_n else None
-    if _couples(pruner, module):
-        return out_lab, out_lab
-    in_lab = tracer.space(module, "in", in_n) if in_n else None
+    in_lab = out_lab if _couples(pruner, module) else (tracer.space(module, "in", in_n) if in_n else None)
+    if _computed_weight(module):
+        tracer.table.freeze(out_lab)
+        tracer.table.freeze(in_lab)
     return out_lab, in_lab
+
+
+def _computed_weight(module: nn.Module) -> bool:
+    """The layer's ``weight`` is recomputed from other tensors at every forward
+    (``parametrizations.weight_norm``, old-style ``weight_norm``'s ``weight_g``/``weight_v``).
+
+    A layer pruner slices ``weight`` itself, which the next forward would rebuild at its old
+    size, so such a layer keeps its channels whole.
+    """
+    if parametrize.is_parametrized(module):
+        return True
+    weight = module.__dict__.get("weight")
+    return isinstance(weight, torch.Tensor) and "weight" not in module._parameters
 
 
 def _first_float(args: tuple, kwargs: dict) -> torch.Tensor | None:

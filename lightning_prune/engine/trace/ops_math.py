@@ -198,6 +198,11 @@ def rule_norm(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) ->
         if len(shape) != 1:
             for d in range(1, len(shape) + 1):
                 st.table.freeze(lx[-d])
+        else:
+            # The shape is passed as a value: it follows a prune only when it is a
+            # normalization layer's own normalized_shape (torchvision's LayerNorm2d), which
+            # its pruner updates. A dry run tells the two apart.
+            st.table.mark_sensitive(lx[-1])
     else:
         cdim = 1 if x.dim() > 1 else 0
     params = [t for t in tensors_in(args[1:], kwargs) if t.dim() == 1 and t.numel() == x.shape[cdim]]

@@ -152,6 +152,14 @@ def rule_reshape(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any)
             for s, lab in zip(sizes, labels):
                 if lab is not None and isinstance(s, int) and s != -1:
                     st.table.mark_sensitive(lab)
+    elif name == "unflatten":
+        # the new sizes are literals (nn.Unflatten keeps them as an attribute no prune updates)
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        sizes = args[2] if len(args) > 2 else kwargs.get("sizes")
+        if isinstance(dim, int) and sizes is not None:
+            start = norm_dim(dim, x.dim())
+            for lab in labels[start:start + len(sizes)]:
+                st.table.mark_sensitive(lab)
     st.set(out, labels, st.prods(x))
 
 

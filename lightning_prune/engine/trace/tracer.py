@@ -253,11 +253,12 @@ class Tracer:
                 errors.append((device, err))
                 continue
             outs = [out]
-            if not self.model.training and self._unreached():
-                # Some layers only run in training mode (GoogLeNet's aux heads): trace that
-                # mode too and merge, so their inputs are pruned with their producers.
+            if self._unreached():
+                # Some layers only run in the other mode (GoogLeNet's aux heads in training,
+                # an eval-only head of a model built in train mode): trace that mode too and
+                # merge, so their inputs are pruned with their producers.
                 try:
-                    outs.append(self._run_once(example_inputs, forward_fn, device, train=True))
+                    outs.append(self._run_once(example_inputs, forward_fn, device, training=not self.model.training))
                 except Exception as err:  # noqa: BLE001 - reported through unreached_modules
                     self.train_trace_error = f"{type(err).__name__}: {err}"
             for o in outs:
@@ -307,14 +308,15 @@ class Tracer:
                 and not any(n.startswith(r + ".") for r in reached)
                 and ("module", n, "out") not in self._space_of]
 
-    def _run_once(self, example_inputs: Any, forward_fn: Callable | None, device: str, train: bool = False) -> Any:
+    def _run_once(self, example_inputs: Any, forward_fn: Callable | None, device: str,
+                  training: bool | None = None) -> Any:
         """One recorded forward on stand-ins (:func:`~lightning_prune.engine.harness.stand_in_forward`).
 
-        ``train`` runs every module in training mode (flags set directly, ``train()`` is not
-        called); otherwise each keeps the mode it is in.
+        ``training`` sets every module's mode (flags set directly, ``train()`` is not
+        called); ``None`` keeps the mode each is in.
         """
         self.device = device
-        with stand_in_forward(self.modules, device, training=True if train else None) as stand_ins:
+        with stand_in_forward(self.modules, device, training=training) as stand_ins:
             self._stand_in = stand_ins.names
             return self._run_recorded(stand_in_inputs(example_inputs, device), forward_fn, device)
 
