@@ -4,7 +4,7 @@ The default suite prunes three small classification models that between them cov
 residual adds, depthwise convs with squeeze-excitation and channel shuffle/split. The
 ``slow`` suite (``pytest -m slow``) prunes one model of every family and task at small
 inputs (about 5 minutes on 2 cores). The whole zoo at full size takes well over an hour
-there: it runs with ``python scripts/prune_zoo.py`` (see docs/zoo_report.md).
+there: it runs with ``python benchmarks/prune_zoo.py`` (see docs/zoo_report.md).
 """
 
 from __future__ import annotations

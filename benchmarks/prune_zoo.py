@@ -1,9 +1,9 @@
 """Prune every float torchvision model (and a small timm sample) and check it still works.
 
 Usage:
-    python scripts/prune_zoo.py [--ratio 0.5] [--only NAME ...] [--timm | --no-timm]
+    python benchmarks/prune_zoo.py [--ratio 0.5] [--only NAME ...] [--timm | --no-timm]
                                 [--image-size PX] [--threads 2] [--markdown docs/zoo_report.md]
-    python scripts/prune_zoo.py --timm-families [FAMILY ...] [--no-torchvision] [--only NAME ...]
+    python benchmarks/prune_zoo.py --timm-families [FAMILY ...] [--no-torchvision] [--only NAME ...]
                                 [--timeout 300] [--real-forward-gmacs 8] [--repick-families]
                                 [--ratio 0.5] [--threads 2] [--markdown docs/zoo_timm.md]
 
