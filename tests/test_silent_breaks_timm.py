@@ -176,3 +176,26 @@ def test_a_width_attribute_that_the_forward_needs_still_follows_the_prune() -> N
     _prune_half_of(model, x, "proj")
     assert model.hidden_dim == 4 and model.proj.out_channels == 4
     assert model(x).shape == (2, 4)
+
+
+class BlurPool(nn.Module):
+    """timm's BlurPool2d (TResNet): a depthwise F.conv2d of a buffer, with ``groups`` kept as a literal."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("filt", torch.ones(channels, 1, 3, 3) / 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1)), self.filt, stride=2, groups=self.channels)
+
+
+def test_a_depthwise_f_conv2d_with_literal_groups_is_checked_and_refused() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BlurPool(8), nn.Conv2d(8, 4, 1))
+    x = torch.randn(1, 3, 8, 8)
+    DG = tp.DependencyGraph().build_dependency(net, x)
+    before = _state(net)
+    with pytest.raises(tp.PruningError, match=r"in 1 \(BlurPool\)"):
+        DG.get_pruning_group(net[0], tp.prune_conv_out_channels, [0, 1]).prune()
+    assert _unchanged(net, before)
+    assert net(x).shape == (1, 4, 4, 4)

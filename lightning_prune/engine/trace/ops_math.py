@@ -172,8 +172,12 @@ def rule_conv(st: TraceState, name: str, args: tuple, kwargs: dict, out: torch.T
         st.table.unify(lx[1], w_in)
         out_lab = w_out
     elif not transposed and groups == x.shape[1] == w.shape[0] and w.shape[1] == 1:
-        # depthwise with multiplier 1 (timm's Conv2dSame calls F.conv2d): channel c in is channel c out
+        # depthwise with multiplier 1 (timm's Conv2dSame calls F.conv2d): channel c in is channel c out.
+        # ``groups`` is passed as a value: a conv layer's pruner updates its own, but a literal
+        # (timm's BlurPool2d: groups=self.channels with a buffer filter) would not follow, so
+        # the dry run decides.
         st.table.unify(lx[1], lw[0])
+        st.table.mark_sensitive(lw[0])
         out_lab = lw[0]
     else:
         st.freeze_all(x)
