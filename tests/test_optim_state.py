@@ -12,9 +12,13 @@ from torch import nn
 from torch.nn import functional as F
 
 import lightning_prune.engine as tp
-from lightning_prune.engine.history.optim_state import shape_after_slices, slice_optimizer_state, slice_optimizers
-from lightning_prune.engine.pruning import slice_tensor
+from lightning_prune.engine.history.optim_state import (
+    shape_after_slices,
+    slice_optimizer_state,
+    slice_optimizers,
+)
 from lightning_prune.engine.history.records import compose_keep
+from lightning_prune.engine.pruning import slice_tensor
 
 
 @pytest.fixture(autouse=True, scope="module")

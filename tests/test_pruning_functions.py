@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_prune.engine import records
+from lightning_prune.engine.layers.conv import describe_layer
 from lightning_prune.engine.pruning import (
     DEFAULT_PRUNERS,
     HAS_RMSNORM,
@@ -54,7 +55,6 @@ from lightning_prune.engine.pruning import (
     prune_rnn_out_channels,
 )
 from lightning_prune.engine.pruning import __all__ as PRUNING_ALL
-from lightning_prune.engine.layers.conv import describe_layer
 
 ATOL = 1e-5
 
