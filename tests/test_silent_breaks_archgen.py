@@ -9,28 +9,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_same_state, snapshot
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 import lightning_prune.engine as tp
 
 
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
-    after = model.state_dict()
-    return after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
-
-
 def test_a_weight_normed_layer_keeps_its_channels_whole() -> None:
     model, x = nn.Sequential(weight_norm(nn.Conv2d(3, 8, 3)), nn.ReLU(), nn.Conv2d(8, 4, 3)), torch.randn(2, 3, 8, 8)
     DG = tp.DependencyGraph().build_dependency(model, example_inputs=x)
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(tp.PruningError, match="cannot be pruned"):
         DG.get_pruning_group(model[0], tp.prune_conv_out_channels, [0, 1, 2, 3])
-    assert _unchanged(model, before)
+    assert_same_state(model, before)
     assert model(x).shape == (2, 4, 4, 4)
 
 
@@ -49,10 +41,10 @@ def test_unflatten_with_literal_sizes_is_checked_and_refused() -> None:
     model, z = Decoder(), torch.randn(2, 8)
     DG = tp.DependencyGraph().build_dependency(model, example_inputs=z)
     group = next(g for g in DG.get_all_groups() if g.root_name == "fc")
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(tp.PruningError, match="no longer runs forward"):
         group.prune(list(group.units[0]))
-    assert _unchanged(model, before)
+    assert_same_state(model, before)
     assert model(z).shape == (2, 4)
 
 
@@ -69,10 +61,10 @@ class LiteralLayerNorm(nn.Module):
 def test_functional_layer_norm_with_a_literal_shape_is_checked_and_refused() -> None:
     model, x = LiteralLayerNorm(), torch.randn(2, 3)
     DG = tp.DependencyGraph().build_dependency(model, example_inputs=x)
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(tp.PruningError, match="normalized_shape"):
         DG.get_pruning_group(model.fc1, tp.prune_linear_out_channels, [0, 1]).prune()
-    assert _unchanged(model, before)
+    assert_same_state(model, before)
 
 
 def test_torchvision_layernorm2d_still_prunes_through_f_layer_norm() -> None:

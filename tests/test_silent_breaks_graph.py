@@ -10,21 +10,10 @@ import copy
 
 import pytest
 import torch
+from helpers import assert_same_state, snapshot
 from torch import nn
 
 import lightning_prune.engine as tp
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _assert_same_state(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        assert after[k].shape == v.shape, k
-        assert torch.equal(after[k], v), k
 
 
 class TiedLM(nn.Module):
@@ -96,12 +85,12 @@ def test_a_group_pruned_twice_is_refused_and_the_model_kept() -> None:
     DG = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 8, 8))
     group = DG.get_pruning_group(model[0], tp.prune_conv_out_channels, [0, 1])
     group.prune()
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(tp.PruningError, match="already pruned"):
         group.prune()
     with pytest.raises(tp.PruningError, match="already pruned"):
         group.soft_prune()
-    _assert_same_state(model, before)
+    assert_same_state(model, before)
     assert model[0].out_channels == 6
     # a fresh group of the same layer still works
     DG.get_pruning_group(model[0], tp.prune_conv_out_channels, [0]).prune()
@@ -217,10 +206,10 @@ def test_a_broken_user_pruner_is_refused_by_name_and_the_rest_prunes() -> None:
 def test_a_broken_user_pruner_is_refused_for_a_hand_pruned_group() -> None:
     model, x = _scaled_net(), torch.randn(2, 3, 6, 6)
     DG = tp.DependencyGraph().build_dependency(model, x, customized_pruners={Scale: ForgetfulScalePruner()})
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(tp.PruningError, match=r"in 1 \(Scale\)"):
         DG.get_pruning_group(model[0], tp.prune_conv_out_channels, [0, 1]).prune()
-    _assert_same_state(model, before)
+    assert_same_state(model, before)
     assert model(x).shape == (2, 4, 6, 6)
 
 
@@ -255,10 +244,10 @@ def test_a_step_that_fails_midway_is_undone_entirely() -> None:
     x = torch.randn(2, 3, 6, 6)
     pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(), pruning_ratio=0.5,
                                   customized_pruners={Scale: ExplodingOnSecondCall()})
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(KeyError, match="bug in a layer pruner"):
         pruner.step()
-    _assert_same_state(model, before)
+    assert_same_state(model, before)
     assert [model[0].out_channels, model[3].out_channels] == [8, 8]
     assert pruner.current_step == 0 and pruner.pruning_history() == []
     assert model(x).shape == (2, 4, 6, 6)

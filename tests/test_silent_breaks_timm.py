@@ -9,18 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_same_state, snapshot
 from torch import nn
 
 import lightning_prune.engine as tp
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
-    after = model.state_dict()
-    return after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def _prune_half_of(model: nn.Module, x: torch.Tensor, root: str) -> None:
@@ -62,10 +54,10 @@ class TinyViT(nn.Module):
 def test_a_width_read_from_a_shape_makes_its_group_checked_and_refused() -> None:
     torch.manual_seed(0)
     model, x = TinyViT().eval(), torch.randn(1, 5, 16)
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(tp.PruningError, match=r"in attn \(HeadDimFromInputWidth\).*invalid for input"):
         _prune_half_of(model, x, "embed")
-    assert _unchanged(model, before)
+    assert_same_state(model, before)
     assert model(x).shape == (1, 10)
 
 
@@ -126,10 +118,10 @@ def test_a_grouped_conv_through_f_conv2d_keeps_its_channels_whole() -> None:
     x = torch.randn(1, 3, 8, 8)
     DG = tp.DependencyGraph().build_dependency(net, x)
     assert [g.root_name for g in DG.get_all_groups()] == [], "a role the trace cannot follow freezes the layer"
-    before = _state(net)
+    before = snapshot(net)
     with pytest.raises(tp.PruningError, match="cannot be pruned"):
         DG.get_pruning_group(net[1], tp.prune_conv_out_channels, [0])
-    assert _unchanged(net, before)
+    assert_same_state(net, before)
 
 
 class SplitBlock(nn.Module):
@@ -194,8 +186,8 @@ def test_a_depthwise_f_conv2d_with_literal_groups_is_checked_and_refused() -> No
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BlurPool(8), nn.Conv2d(8, 4, 1))
     x = torch.randn(1, 3, 8, 8)
     DG = tp.DependencyGraph().build_dependency(net, x)
-    before = _state(net)
+    before = snapshot(net)
     with pytest.raises(tp.PruningError, match=r"in 1 \(BlurPool\)"):
         DG.get_pruning_group(net[0], tp.prune_conv_out_channels, [0, 1]).prune()
-    assert _unchanged(net, before)
+    assert_same_state(net, before)
     assert net(x).shape == (1, 4, 4, 4)
