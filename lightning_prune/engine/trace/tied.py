@@ -30,9 +30,11 @@ def _shared_tensors(layers: Iterable[tuple[str, nn.Module]]) -> dict[int, list[t
     """``id(tensor) -> [(layer name, layer, attribute)]`` for tensors held by two or more layers."""
     holders: dict[int, list[tuple[str, nn.Module, str]]] = {}
     for name, layer in layers:
+        # most layers are leaves: their own parameter table, without named_parameters' walk
+        params = layer.named_parameters() if layer._modules else layer._parameters.items()
         seen: set[int] = set()
-        for attr, t in layer.named_parameters(recurse=True):
-            if id(t) not in seen:
+        for attr, t in params:
+            if t is not None and id(t) not in seen:
                 seen.add(id(t))
                 holders.setdefault(id(t), []).append((name, layer, attr))
     return {k: v for k, v in holders.items() if len({id(m) for _, m, _ in v}) > 1}
