@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import PruningError
-from ..history.records import recording
+from ..history.records import PruneRecord, recording
 from ..indices import SortedIdxs
 from ..layers.session import slice_session
 from ..trace.tracer import Space
@@ -66,7 +66,7 @@ def _checked_snapshot(graph: DependencyGraph, group: Group) -> ModelSnapshot:
     return ModelSnapshot(names.model, names.modules, modules, tensors, names.module_names)
 
 
-def prune_group(graph: DependencyGraph, group: Group) -> dict:
+def prune_group(graph: DependencyGraph, group: Group) -> PruneRecord:
     """Remove ``group``'s channels from the model and the graph; the record of what went."""
     graph.require_built()
     if group.applied:
@@ -80,7 +80,7 @@ def prune_group(graph: DependencyGraph, group: Group) -> dict:
         return _prune_now(graph, graph.refresh_group(group))
 
 
-def _prune_now(graph: DependencyGraph, group: Group) -> dict:
+def _prune_now(graph: DependencyGraph, group: Group) -> PruneRecord:
     tables, names = graph.tables, graph.names
     snapshot = _checked_snapshot(graph, group)
     old_sizes = {s: tables.spaces[s].elems.numel() for s in group.targets}
@@ -144,7 +144,7 @@ def _sync_block_counts(graph: DependencyGraph, group: Group, journal: Any = None
             sync_ancestor_widths(names.modules, names.pruners, sp.name, total, total - gone, attributes, journal)
 
 
-def soft_prune_group(graph: DependencyGraph, group: Group) -> dict:
+def soft_prune_group(graph: DependencyGraph, group: Group) -> PruneRecord:
     """Record what :func:`prune_group` would remove, undo it, and zero those slices instead."""
     if group.applied:
         raise PruningError(f"the group rooted at {group.root_name} was already pruned; get a fresh group")
@@ -152,7 +152,7 @@ def soft_prune_group(graph: DependencyGraph, group: Group) -> dict:
         return _soft_prune_now(graph, graph.refresh_group(group))
 
 
-def _soft_prune_now(graph: DependencyGraph, group: Group) -> dict:
+def _soft_prune_now(graph: DependencyGraph, group: Group) -> PruneRecord:
     tables, names = graph.tables, graph.names
     snapshot = _checked_snapshot(graph, group)
     try:

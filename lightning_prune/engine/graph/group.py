@@ -17,6 +17,7 @@ from .apply import prune_group, soft_prune_group
 from .layout import GroupLayout
 
 if TYPE_CHECKING:
+    from ..history.records import PruneRecord
     from .dependency import DependencyGraph
 
 
@@ -178,7 +179,7 @@ class Group:
         return list(self._items)
 
     # -- actions -----------------------------------------------------------------------
-    def prune(self, idxs: Sequence[int] | None = None) -> dict:
+    def prune(self, idxs: Sequence[int] | None = None) -> PruneRecord:
         """Remove the group's channels from every coupled layer, atomically.
 
         Args:
@@ -192,7 +193,7 @@ class Group:
             return self._graph.get_pruning_group(root.target.module, root.handler, idxs).prune()
         return prune_group(self._graph, self)
 
-    def soft_prune(self) -> dict:
+    def soft_prune(self) -> PruneRecord:
         """Zero the group's channels instead of removing them (try before you commit).
 
         Returns the record of the zeroed slices (same format as :meth:`prune`).

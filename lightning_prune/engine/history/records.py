@@ -36,10 +36,6 @@ class PruneRecord(TypedDict):
     attributes: dict[str, Any]
 
 
-def prune_record(tensors: PruningRecord | None = None, attributes: dict[str, Any] | None = None) -> PruneRecord:
-    return {"tensors": dict(tensors or {}), "attributes": dict(attributes or {})}
-
-
 #: ``nn.Module``'s own bookkeeping (``training``, ``_parameters``, hooks...), which is not
 #: model state worth recording or restoring.
 MODULE_INTERNALS = frozenset(torch.nn.Module().__dict__.keys())

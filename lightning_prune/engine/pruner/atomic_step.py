@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruningError
-from ..history.records import merge_records
+from ..history.records import PruneRecord, merge_records
 
 if TYPE_CHECKING:
     from ..graph import DependencyGraph, Group
@@ -88,7 +88,7 @@ def undo_groups(pruner: MetaPruner, undo: list, graph_at_start: DependencyGraph,
         rebuild(graph_at_start.pruning_history[:history_at_start])
 
 
-def merge_step_records(records: list[dict]) -> dict:
+def merge_step_records(records: list[PruneRecord]) -> PruneRecord:
     """One record for a whole step, from the records of its group prunes."""
     tensors = merge_records([r.get("tensors", {}) for r in records])
     attributes: dict[str, Any] = {}

@@ -111,17 +111,17 @@ def _mark_read_dims(st: TraceState, name: str, args: tuple) -> None:
 
 def apply_rule(st: TraceState, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     """Propagate labels from the inputs of one traced call (named by :func:`op_name`) to its outputs."""
-    outs = _outs(out)
-    inputs = m.tensors_in(args, kwargs)
+    if name in _SHAPE_READS:
+        _mark_read_dims(st, name, args)
+        return
     if name == "__setitem__":
         if args and is_tensor(args[0]):
             sel.rule_setitem(st, name, args, kwargs, out)
         return
-    if name in _SHAPE_READS:
-        _mark_read_dims(st, name, args)
-        return
+    outs = _outs(out)
     if not outs:
         return
+    inputs = m.tensors_in(args, kwargs)
     if name in _CONSTANT:
         return
     base = name[:-1] if name.endswith("_") and not name.startswith("__") else name
