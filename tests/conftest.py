@@ -1,6 +1,7 @@
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -10,3 +11,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 # wall time on one thread, 51-54 s on two, measured with other jobs running). Tests that
 # need another count set it themselves and put it back.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def prune_zoo():
+    """benchmarks/prune_zoo.py, loaded as a module (the zoo tests call its main())."""
+    from helpers import load_prune_zoo_script
+
+    return load_prune_zoo_script()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -78,3 +81,14 @@ class CustomScalePruner(tp.LayerPruner):
         return layer.params.shape[1]
 
     get_in_channels = get_out_channels
+
+
+#: The zoo benchmark script, which the zoo tests load as a module.
+PRUNE_ZOO_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prune_zoo.py"
+
+
+def load_prune_zoo_script():
+    spec = importlib.util.spec_from_file_location("prune_zoo_script", PRUNE_ZOO_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

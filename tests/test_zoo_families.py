@@ -7,18 +7,15 @@ suite runs the family sweep itself on three small timm families, through the scr
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import PRUNE_ZOO_SCRIPT
 from torch import nn
 
 from lightning_prune.bench import zoo_families as zf
 from lightning_prune.engine import Group, PruningError
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prune_zoo.py"
 
 
 class Net(nn.Module):
@@ -170,21 +167,13 @@ def test_tally_and_table():
 # --------------------------------------------------------------------------- timm (slow)
 
 
-@pytest.fixture(scope="module")
-def prune_zoo():
-    spec = importlib.util.spec_from_file_location("prune_zoo_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 SMALL_FAMILIES = ["resnet", "vision_transformer", "mobilenetv3"]
 
 
 @pytest.mark.slow
 def test_family_sweep_on_small_timm_families(prune_zoo, tmp_path, capsys, monkeypatch):
     pytest.importorskip("timm")
-    monkeypatch.chdir(SCRIPT.parents[1])
+    monkeypatch.chdir(PRUNE_ZOO_SCRIPT.parents[1])
     out = tmp_path / "zoo_timm.md"
     argv = ["--timm-families", *SMALL_FAMILIES, "--no-torchvision", "--timeout", "300", "--markdown", str(out)]
     assert prune_zoo.main(argv) == 0

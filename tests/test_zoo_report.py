@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-import pytest
+from helpers import PRUNE_ZOO_SCRIPT
 
 from lightning_prune.bench import zoo, zoo_report
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "prune_zoo.py"
 COLUMNS = ["model", "task", "status", "params before (M)", "params after (M)", "MACs before (G)",
            "MACs after (G)", "graph build (ms)", "groups pruned", "note"]
-
-
-@pytest.fixture(scope="module")
-def prune_zoo():
-    spec = importlib.util.spec_from_file_location("prune_zoo_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_table(path: Path) -> tuple[str, list[str], list[dict[str, str]]]:
@@ -38,7 +28,7 @@ def read_table(path: Path) -> tuple[str, list[str], list[dict[str, str]]]:
 
 
 def test_report_table(prune_zoo, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(SCRIPT.parents[1])  # the header names the script relative to the working directory
+    monkeypatch.chdir(PRUNE_ZOO_SCRIPT.parents[1])  # the header names the script relative to the working directory
     out = tmp_path / "zoo.md"
     argv = ["--only", "mobilenet_v3_small", "resnet18", "--image-size", "64", "--no-timm", "--markdown", str(out)]
     assert prune_zoo.main(argv) == 0
