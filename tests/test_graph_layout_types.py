@@ -116,6 +116,20 @@ def test_all_groups_match_with_and_without_the_in_order_fast_path_public_names()
             DG.group_for_units(group, list(range(0, len(group.units), 3))).prune()
 
 
+@pytest.mark.parametrize("make", [_small_densenet, _vit], ids=["densenet", "vit"])
+def test_a_traces_element_index_matches_the_general_path(make):
+    """A fresh trace's tables index elements from the spaces' allocation runs; the
+    general path (every space's ids scattered) must give the same index."""
+    model, x = make()
+    tables = tp.DependencyGraph().build_dependency(model, x).tables
+    general = ElementTables(tables.spaces, tables.comp, tables.comp_sensitive, tables.comp_heads,
+                            tables.edges, tables.version)
+    assert tables.elems_in_order and general.elems_in_order
+    assert torch.equal(tables.elem_space, general.elem_space)
+    assert torch.equal(tables.elem_pos, general.elem_pos)
+    assert int((tables.elem_space >= 0).sum()) == tables.comp.numel() - 1  # all but FROZEN
+
+
 def test_a_group_held_across_prunes_is_refreshed_through_the_graph():
     """Pruning the stem shifts where denselayer1's channels sit in the concat readers: the
     held group is re-derived from its components and adopts the new positions."""

@@ -76,6 +76,9 @@ def move_inputs(inputs: Any, device: torch.device | str) -> Any:
 # --------------------------------------------------------------------------- stand-ins
 
 
+_META = torch.device("meta")  # an object, not the string: torch parses that at every call
+
+
 def stand_in(t: torch.Tensor, device: str, clone: bool) -> torch.Tensor:
     """A meta tensor of ``t``'s shape, dtype and strides; or, for "real", ``t`` detached (and copied if ``clone``).
 
@@ -83,7 +86,7 @@ def stand_in(t: torch.Tensor, device: str, clone: bool) -> torch.Tensor:
     inputs); parameters are only read, so their detached views cost nothing.
     """
     if device == "meta":
-        return torch.empty_like(t, device="meta")
+        return torch.empty_like(t, device=_META)
     return t.detach().clone() if clone else t.detach()
 
 
@@ -97,11 +100,12 @@ class StandIns:
 
     ``modules`` maps qualified names to modules (``named_modules()``, with or without
     duplicates). A tensor shared by several modules gets one stand-in, named after its
-    first owner, as ``named_parameters()`` names it. :attr:`names` maps ``id(stand-in)``
-    to ``(qualified name, original)``.
+    first owner, as ``named_parameters()`` names it (parameters before buffers: a tensor
+    that is both is named as a parameter). :attr:`names` maps ``id(stand-in)`` to
+    ``(qualified name, original)``, :attr:`original_names` ``id(original)`` to the name.
     """
 
-    __slots__ = ("swaps", "names", "_cached", "_saved_cached")
+    __slots__ = ("swaps", "names", "original_names", "_cached", "_saved_cached")
 
     def __init__(self, modules: Mapping[str, nn.Module], device: str) -> None:
         if device not in DEVICES:
@@ -109,21 +113,24 @@ class StandIns:
         swaps: list[tuple[dict, str, torch.Tensor, torch.Tensor]] = []
         names: dict[int, tuple[str, torch.Tensor]] = {}
         made: dict[int, torch.Tensor] = {}
-        cached: list[nn.Module] = []
-        for prefix, mod in modules.items():
-            for slots, is_buffer in ((mod._parameters, False), (mod._buffers, True)):
+        originals: dict[int, str] = {}
+        for is_buffer in (False, True):
+            for prefix, mod in modules.items():
+                slots = mod._buffers if is_buffer else mod._parameters
                 for key, t in slots.items():
                     if t is None:
                         continue
                     new = made.get(id(t))
                     if new is None:
                         new = made[id(t)] = stand_in(t, device, clone=is_buffer)
-                        names[id(new)] = (f"{prefix}.{key}" if prefix else key, t)
+                        name = f"{prefix}.{key}" if prefix else key
+                        names[id(new)] = (name, t)
+                        originals[id(t)] = name
                     swaps.append((slots, key, t, new))
-            if isinstance(mod, nn.RNNBase):
-                cached.append(mod)
         self.swaps = swaps
         self.names = names
+        self.original_names = originals
+        cached = [mod for mod in modules.values() if isinstance(mod, nn.RNNBase)]
         self._cached = list({id(m): m for m in cached}.values())
         self._saved_cached: list[tuple[nn.Module, Any, Any]] = []
 
@@ -201,11 +208,12 @@ class AttributeSnapshot:
 def same_values(a: dict, b: dict) -> bool:
     """``a`` and ``b`` hold the same keys, each with the identical object.
 
-    Compared value by value with ``operator.is_`` inside ``all(map(...))``, all in C: a
-    per-key generator was most of the restore's cost. Values are compared in insertion
-    order; a key deleted and written again moves to the end and takes the slow path.
+    Compared value by value, then key by key, with ``operator.is_`` inside ``all(map(...))``,
+    all in C: a per-key generator was most of the restore's cost, and comparing the key
+    views as sets hashes every key. Compared in insertion order: a key deleted and written
+    again moves to the end, and a key string equal but not identical, take the slow path.
     """
-    return len(a) == len(b) and all(map(operator.is_, a.values(), b.values())) and a.keys() == b.keys()
+    return len(a) == len(b) and all(map(operator.is_, a.values(), b.values())) and all(map(operator.is_, a, b))
 
 
 # --------------------------------------------------------------------------- train/eval

@@ -22,6 +22,8 @@ def is_tensor(x: Any) -> bool:
 
 def tensor_leaves(value: Any) -> list[torch.Tensor]:
     """Every tensor in ``value``, in pytree order."""
+    if isinstance(value, torch.Tensor):  # the usual layer output: skip the pytree walk
+        return [value]
     out: list[torch.Tensor] = []
     for leaf in pytree.tree_leaves(value):
         if isinstance(leaf, torch.Tensor):

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from ..errors import PruningError, TraceError
-from ..history.records import tensor_names
 from ..indices import long_tensor
 from ..layers import get_layer_pruner
 from ..trace.tied import couple_tied_spaces
@@ -160,7 +159,7 @@ class DependencyGraph:
         self.trace_device = result.device
         self.unknown_ops = result.unknown_ops
         self.tables = ElementTables.from_trace(result, self.version + 1)
-        self.names = ModelIndex(model, tracer.modules, tracer.module_names, tensor_names(model, tracer.modules),
+        self.names = ModelIndex(model, tracer.modules, tracer.module_names, tracer.tensor_names,
                                 tracer.pruners)
         space_names = {sp.name for sp in result.spaces}
 

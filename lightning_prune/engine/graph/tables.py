@@ -38,8 +38,12 @@ class ElementTables:
     """
 
     def __init__(self, spaces: list[Space], comp: torch.Tensor, comp_sensitive: torch.Tensor,
-                 comp_heads: torch.Tensor, edges: set[tuple[str, str]], version: int) -> None:
+                 comp_heads: torch.Tensor, edges: set[tuple[str, str]], version: int,
+                 allocated_in_runs: bool = False) -> None:
+        """``allocated_in_runs``: the spaces hold elements ``1 .. n-1``, each space one run
+        of consecutive ids, in order (what a trace allocates)."""
         n = comp.numel()
+        self._allocated_in_runs = allocated_in_runs
         #: Every prunable run of channels (a layer's outputs or inputs, a parameter's dim).
         self.spaces = spaces
         #: ``space.key`` -> index in :attr:`spaces`.
@@ -79,13 +83,15 @@ class ElementTables:
                 sensitive[comp[sp.elems]] = True
         heads = torch.zeros(n, dtype=torch.bool)
         heads[comp[table.heads_mask()]] = True
-        return cls(result.spaces, comp, sensitive, heads, result.edges, version)
+        return cls(result.spaces, comp, sensitive, heads, result.edges, version, allocated_in_runs=True)
 
     def _index_all_spaces(self) -> None:
         """Record each element's space and position in it, for every space in one vectorized pass."""
         if not self.spaces:
             return
         sizes = torch.as_tensor([sp.elems.numel() for sp in self.spaces], dtype=torch.long)
+        if self._index_allocated_runs(sizes):
+            return
         elems = torch.cat([sp.elems.reshape(-1) for sp in self.spaces])
         starts = torch.cumsum(sizes, 0) - sizes
         # index_copy_, not t[elems] = ...: advanced-index assignment is slower
@@ -96,6 +102,25 @@ class ElementTables:
         # no sort by position. Pruning keeps that (survivors keep their ids and are
         # renumbered in order), so it holds for the graph's life.
         self.elems_in_order = bool((elems[1:] > elems[:-1]).all())
+
+    def _index_allocated_runs(self, sizes: torch.Tensor) -> bool:
+        """The index of a fresh trace, whose spaces hold elements ``1 .. n-1`` in runs.
+
+        The tracer allocates each space's elements as one run of new ids, space after
+        space (:meth:`.ElementTable.alloc`), so the index is a repeat of space numbers:
+        no concatenation of the spaces' ids and no scattered writes. ``False`` (nothing
+        written) for tables not made from a trace. The general path gives the same index
+        (``tests/test_graph_tables.py``).
+        """
+        n = self.elem_space.numel()
+        if not self._allocated_in_runs or int(sizes.sum()) != n - 1:
+            return False
+        starts = torch.cumsum(sizes, 0) - sizes + 1
+        space = torch.repeat_interleave(torch.arange(len(self.spaces)), sizes)
+        self.elem_space[1:] = space
+        self.elem_pos[1:] = torch.arange(1, n) - starts.index_select(0, space)
+        self.elems_in_order = True
+        return True
 
     # ------------------------------------------------------------------ lookups
     def space_of(self, key: tuple) -> int | None:
@@ -169,3 +194,4 @@ class ElementTables:
         self.version += 1
         for s in space_ids:
             self.space_version[s] = self.version
+

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .fast_ops import meta_empty, meta_like
+
 _RMSNorm = getattr(nn, "RMSNorm", None)  # torch >= 2.4
 _NORMALIZED = (nn.LayerNorm,) + ((_RMSNorm,) if _RMSNorm is not None else ())
 
@@ -57,6 +59,18 @@ def _short(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def _tensor_attr(module: nn.Module, name: str) -> torch.Tensor | None:
+    """``getattr(module, name)`` if it is a tensor, reading the parameter and buffer tables
+    first: ``getattr`` of a missing name goes through ``Module.__getattr__`` and an
+    AttributeError, several microseconds on every traced layer."""
+    t = module._parameters.get(name)
+    if t is None:
+        t = module._buffers.get(name)
+    if t is None and name not in module._parameters and name not in module._buffers:
+        t = getattr(module, name, None)  # a property: a parametrized weight
+    return t if isinstance(t, torch.Tensor) else None
+
+
 def input_dtype_check(module: nn.Module, name: str = "") -> Callable[[torch.Tensor], None] | None:
     """A check that raises :class:`InputDtypeError` where torch would refuse the input's dtype.
 
@@ -80,10 +94,10 @@ def input_dtype_check(module: nn.Module, name: str = "") -> Callable[[torch.Tens
 
     if isinstance(module, nn.modules.conv._ConvNd | nn.Linear | nn.PReLU | nn.MultiheadAttention):
         pname = next((n for n in ("weight", "in_proj_weight", "q_proj_weight")
-                      if isinstance(getattr(module, n, None), torch.Tensor)), None)
+                      if _tensor_attr(module, n) is not None), None)
         if pname is None:
             return None
-        want = getattr(module, pname).dtype
+        want = _tensor_attr(module, pname).dtype
 
         def check_same(x: torch.Tensor) -> None:
             if x.dtype != want and not _autocast_on():
@@ -104,7 +118,7 @@ def input_dtype_check(module: nn.Module, name: str = "") -> Callable[[torch.Tens
 
     if isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm):
         params = [(n, t.dtype) for n in ("weight", "bias", "running_mean", "running_var")
-                  if isinstance(t := getattr(module, n, None), torch.Tensor)]
+                  if (t := _tensor_attr(module, n)) is not None]
         default = params[0][1] if params else torch.get_default_dtype()
 
         def check_norm(x: torch.Tensor) -> None:
@@ -166,7 +180,7 @@ def _same_fn(module: nn.Module, check: Callable[[torch.Tensor], None] | None) ->
                                    f"got {list(x.shape)}")
         elif want is not None and (x.dim() <= dim or x.shape[dim] != want):
             raise RuntimeError(f"{label}: expected {want} channels in dim {dim}, got input {list(x.shape)}")
-        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+        return meta_like(x)
 
     return forward
 
@@ -195,7 +209,7 @@ def _conv_fn(conv: nn.modules.conv._ConvNd, check: Callable[[torch.Tensor], None
         spatial = x.shape[-len(ks):]
         new = [_conv_out(s_, k, st_, p, d) for s_, k, st_, p, d in zip(spatial, ks, st, pads, dl)]
         lead = list(x.shape[:-len(ks) - 1])
-        return torch.empty(lead + [out_ch] + new, dtype=x.dtype, device="meta")
+        return meta_empty(lead + [out_ch] + new, x.dtype)
 
     return forward
 
@@ -218,7 +232,7 @@ def _conv_transpose_fn(conv: nn.modules.conv._ConvTransposeNd,
         new = [(s_ - 1) * s - 2 * p + d * (k - 1) + o + 1
                for s_, k, s, p, d, o in zip(spatial, ks, st, pd, dl, op)]
         lead = list(x.shape[:-len(ks) - 1])
-        return torch.empty(lead + [out_ch] + new, dtype=x.dtype, device="meta")
+        return meta_empty(lead + [out_ch] + new, x.dtype)
 
     return forward
 
@@ -231,7 +245,7 @@ def _linear_fn(linear: nn.Linear, check: Callable[[torch.Tensor], None] | None) 
             check(x)
         if x.dim() == 0 or x.shape[-1] != inn:
             raise RuntimeError(f"Linear: expected input with {inn} features in the last dim, got {list(x.shape)}")
-        return torch.empty(list(x.shape[:-1]) + [out], dtype=x.dtype, device="meta")
+        return meta_empty(list(x.shape[:-1]) + [out], x.dtype)
 
     return forward
 
@@ -242,7 +256,7 @@ def _embedding_fn(emb: nn.Embedding, check: Callable[[torch.Tensor], None] | Non
     def forward(idx: torch.Tensor) -> torch.Tensor:
         if check is not None:
             check(idx)
-        return torch.empty(list(idx.shape) + [dim], dtype=dtype, device="meta")
+        return meta_empty(list(idx.shape) + [dim], dtype)
 
     return forward
 
@@ -281,13 +295,13 @@ def _attention_fn(mha: nn.MultiheadAttention, check: Callable[[torch.Tensor], No
         seq = 1 if batch_first and query.dim() == 3 else 0
         if key.shape[:-1] != value.shape[:-1]:
             raise RuntimeError(f"MultiheadAttention: key {list(key.shape)} and value {list(value.shape)} differ")
-        out = torch.empty(list(query.shape[:-1]) + [e], dtype=query.dtype, device="meta")
+        out = meta_empty(list(query.shape[:-1]) + [e], query.dtype)
         if not need_weights:
             return out, None
         length, source = query.shape[seq], key.shape[seq]
         lead = [] if query.dim() == 2 else [query.shape[1 - seq]]
         shape = lead + ([length, source] if average_attn_weights else [heads, length, source])
-        return out, torch.empty(shape, dtype=query.dtype, device="meta")
+        return out, meta_empty(shape, query.dtype)
 
     return forward
 
@@ -327,6 +341,8 @@ _BUILTIN_FORWARDS = {
 
 def is_builtin_forward(module: nn.Module) -> bool:
     """True when ``module`` runs torch's own forward (subclasses may override it)."""
+    if type(module) in _BUILTIN_FORWARDS:  # the usual case, without walking the table
+        return True
     for cls, fwd in _BUILTIN_FORWARDS.items():
         if isinstance(module, cls):
             return type(module).forward is fwd

@@ -12,6 +12,26 @@ from typing import Any
 
 import torch
 
+META = torch.device("meta")
+
+
+def meta_empty(shape: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A new meta tensor (a device object, not the string: torch parses that at every call)."""
+    return torch.empty(shape, dtype=dtype, device=META)
+
+
+def meta_like(x: torch.Tensor) -> torch.Tensor:
+    """A new meta tensor of ``x``'s shape and dtype, as a shape-preserving op returns.
+
+    ``x.detach()`` when ``x`` is contiguous: a new tensor object at a third of the cost
+    of ``torch.empty``. A meta tensor has no data, so sharing ``x``'s (empty) storage
+    changes nothing a forward can see. Others get a contiguous empty tensor, as before.
+    """
+    if x.is_contiguous():
+        return x.detach()
+    return torch.empty(x.shape, dtype=x.dtype, device=META)
+
+
 # ----------------------------------------------------------------------------- element-wise
 _UNARY = frozenset({
     "relu", "relu_", "relu6", "gelu", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardswish",
@@ -61,7 +81,7 @@ def _fast_cat(args: tuple, kwargs: dict) -> Any:
         if any(a != b for i, (a, b) in enumerate(zip(t.shape, shape)) if i != d):
             raise RuntimeError(f"cat: sizes of tensors must match except in dimension {d}")
         shape[d] += t.shape[d]
-    return torch.empty(shape, dtype=first.dtype, device="meta")
+    return meta_empty(shape, first.dtype)
 
 
 _ADAPTIVE_POOLS = {"adaptive_avg_pool1d": 1, "adaptive_avg_pool2d": 2, "adaptive_avg_pool3d": 3,
@@ -85,7 +105,7 @@ def _fast_adaptive_pool(name: str, args: tuple, kwargs: dict) -> Any:
     out = [s_in if s_out is None else s_out for s_in, s_out in zip(spatial, sizes)]
     if any(not isinstance(v, int) or v < 1 for v in out):
         return NotImplemented
-    return torch.empty(list(x.shape[:-n]) + out, dtype=x.dtype, device="meta")
+    return meta_empty(list(x.shape[:-n]) + out, x.dtype)
 
 
 _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -110,7 +130,7 @@ def _fast_attention(args: tuple, kwargs: dict) -> Any:
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise RuntimeError(f"scaled_dot_product_attention: query {list(q.shape)}, key {list(k.shape)} and value "
                            f"{list(v.shape)} do not match")
-    return torch.empty(list(q.shape[:-1]) + [v.shape[-1]], dtype=q.dtype, device="meta")
+    return meta_empty(list(q.shape[:-1]) + [v.shape[-1]], q.dtype)
 
 
 def fast_elementwise(name: str, args: tuple, kwargs: dict) -> Any:
@@ -130,7 +150,7 @@ def fast_elementwise(name: str, args: tuple, kwargs: dict) -> Any:
             return NotImplemented
         if kwargs.get("inplace") or name.endswith("_"):
             return x
-        return torch.empty(x.shape, dtype=x.dtype, device="meta")
+        return meta_like(x)
     if name in _BINARY and len(args) >= 2 and not kwargs.get("out"):
         a, b = args[0], args[1]
         ta, tb = isinstance(a, torch.Tensor), isinstance(b, torch.Tensor)
@@ -139,5 +159,8 @@ def fast_elementwise(name: str, args: tuple, kwargs: dict) -> Any:
         if name.endswith("_") or name.startswith("__i"):
             return a if ta else NotImplemented
         shape = broadcast(tuple(a.shape) if ta else (), tuple(b.shape) if tb else ())
-        return torch.empty(shape, dtype=torch.result_type(a, b), device="meta")
+        dtype = a.dtype if ta and tb and a.dtype == b.dtype else torch.result_type(a, b)
+        if ta and dtype == a.dtype and shape == a.shape:
+            return meta_like(a)
+        return meta_empty(shape, dtype)
     return NotImplemented

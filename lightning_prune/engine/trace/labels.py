@@ -65,8 +65,8 @@ class ElementTable:
             self.freeze(a)
             self.freeze(b)
             return
-        self._edges_a.append(a.reshape(-1))
-        self._edges_b.append(b.reshape(-1))
+        self._edges_a.append(a if a.dim() == 1 else a.reshape(-1))  # labels are 1-D but for grids
+        self._edges_b.append(b if b.dim() == 1 else b.reshape(-1))
 
     def unify_broadcast(self, labels: Label, target: Label) -> None:
         """Couple every entry of ``labels`` with the entry of ``target`` it broadcasts to."""
@@ -90,7 +90,8 @@ class ElementTable:
     def freeze(self, a: Label | None) -> None:
         if a is None or a.numel() == 0:
             return
-        a = a.reshape(-1)
+        if a.dim() != 1:
+            a = a.reshape(-1)
         self._edges_a.append(a)
         self._edges_b.append(torch.zeros_like(a))
 
@@ -146,9 +147,8 @@ def connected_components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
     parent = torch.arange(n, dtype=torch.long)
     if a.numel() == 0:
         return parent
+    pa, pb = a, b  # every node is its own root before the first round
     while True:
-        pa = parent.index_select(0, a)
-        pb = parent.index_select(0, b)
         if torch.equal(pa, pb):
             return parent
         parent.scatter_reduce_(0, torch.maximum(pa, pb), torch.minimum(pa, pb), reduce="amin")
@@ -157,3 +157,5 @@ def connected_components(n: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
             if torch.equal(grand, parent):
                 break
             parent = grand
+        pa = parent.index_select(0, a)
+        pb = parent.index_select(0, b)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ..tree import is_tensor, tensor_leaves
 from .labels import Label
@@ -27,7 +26,7 @@ _NORMALIZED = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
 
 
 def _is_builtin(tracer: Tracer, module: nn.Module) -> bool:
-    return not any(isinstance(module, cls) for cls in tracer.customized)
+    return not tracer.customized or not any(isinstance(module, cls) for cls in tracer.customized)
 
 
 def _sizes(pruner: Any, module: nn.Module) -> tuple[int | None, int | None]:
@@ -74,14 +73,15 @@ def _computed_weight(module: nn.Module) -> bool:
     A layer pruner slices ``weight`` itself, which the next forward would rebuild at its old
     size, so such a layer keeps its channels whole.
     """
-    if parametrize.is_parametrized(module):
+    # parametrize.is_parametrized, without its getattr (a miss costs an AttributeError)
+    if isinstance(module._modules.get("parametrizations"), nn.ModuleDict):
         return True
     weight = module.__dict__.get("weight")
     return isinstance(weight, torch.Tensor) and "weight" not in module._parameters
 
 
-def _first_float(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    for t in tensors_in(args, kwargs):
+def _first_float(inputs: list[torch.Tensor]) -> torch.Tensor | None:
+    for t in inputs:
         if t.dtype.is_floating_point or t.dtype.is_complex:
             return t
     return None
@@ -124,8 +124,8 @@ def _unify_groups(tracer: Tracer, space: Label | None, groups: int) -> None:
 def apply_module_rule(tracer: Tracer, module: nn.Module, name: str, pruner: Any,
                       args: tuple, kwargs: dict, output: Any) -> None:
     st = tracer.state
-    x = _first_float(args, kwargs)
     inputs = tensors_in(args, kwargs)
+    x = _first_float(inputs)
     prods = st.union_prods(inputs)
     for p in prods:
         tracer.edges.add((p, name))
@@ -195,11 +195,15 @@ def _conv_groups(tracer: Tracer, conv: nn.Module, out_lab: Label | None, in_lab:
     if g == cin and out_lab is not None:
         # Depthwise: input channel k *is* its group of outputs.
         per = out_lab.numel() // g
+        if per == 1:  # the usual depthwise conv: each output channel is its own group
+            if in_lab is not None and in_lab is not out_lab:
+                tracer.table.unify(in_lab, out_lab)
+            return out_lab, out_lab
         grid = out_lab.view(g, per)
         tracer.table.unify_broadcast(grid, grid[:, :1])
         if in_lab is not None and in_lab is not out_lab:
             tracer.table.unify(in_lab, grid[:, 0])
-        return out_lab, grid[:, 0] if per > 1 else out_lab
+        return out_lab, grid[:, 0]
     _unify_groups(tracer, out_lab, g)
     _unify_groups(tracer, in_lab, g)
     return out_lab, in_lab

@@ -12,8 +12,10 @@ from .state import Labels, TraceState
 
 
 def tensors_in(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    if not kwargs and len(args) == 1 and is_tensor(args[0]):  # a layer's usual call
+        return [args[0]]
     out: list[torch.Tensor] = []
-    for a in list(args) + list(kwargs.values()):
+    for a in (*args, *kwargs.values()):
         if is_tensor(a):
             out.append(a)
         elif isinstance(a, list | tuple):

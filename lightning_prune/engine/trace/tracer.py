@@ -33,7 +33,7 @@ from .fast_meta import (
     is_builtin_forward,
     is_elementwise_module,
 )
-from .fast_ops import fast_elementwise
+from .fast_ops import fast_elementwise, meta_like
 from .labels import ElementTable, Label
 from .ops import apply_rule, op_name
 from .ops_math import rule_elementwise
@@ -108,7 +108,7 @@ class Tracer:
         self.depth = 0
         self.edges: set[tuple[str, str]] = set()
         self.called: set[str] = set()
-        self.modules = dict(model.named_modules(remove_duplicate=False))
+        self.modules = named_modules_with_duplicates(model)
         self.module_names = {id(m): n for n, m in reversed(list(self.modules.items()))}
         self.pruners = {}
         #: Layers traced as one unit: a builtin layer running torch's own forward, or a layer
@@ -131,6 +131,8 @@ class Tracer:
                 if hit[1]:
                     self.units.add(id(mod))
         self._stand_in: dict[int, tuple[str, torch.Tensor]] = {}
+        #: ``id(parameter or buffer) -> qualified name``, as the last run's stand-ins named them.
+        self.tensor_names: dict[int, str] = {}
 
     # ------------------------------------------------------------------ spaces
     def space(self, module: nn.Module, role: str, size: int) -> Label:
@@ -213,6 +215,24 @@ class Tracer:
 
         return traced
 
+    def _traced_shape_only(self, module: nn.Module, forward: Callable) -> Callable:
+        """:meth:`_traced` around a shape-only ``forward`` (:mod:`.fast_meta`), all of it
+        run with the recorder off: one wrapper and one switch of torch's function mode
+        per layer instead of two (see :func:`_unrecorded`)."""
+        name = self.module_names[id(module)]
+        pruner = self.pruners[id(module)]
+        rule = layer_rules.apply_module_rule
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            with torch._C.DisableTorchFunction():
+                output = forward(*args, **kwargs)
+                if self.depth == 0 and self.recording:
+                    self.called.add(name)
+                    rule(self, module, name, pruner, args, kwargs, output)
+            return output
+
+        return traced
+
     def _elementwise(self, module: nn.Module) -> Callable:
         """The forward of an activation or dropout layer on the meta device, labels included.
 
@@ -229,7 +249,7 @@ class Tracer:
             if not is_tensor(x) or x.device.type != "meta":
                 return own(module, *args, **kwargs)
             with torch._C.DisableTorchFunction():
-                out = x if inplace else torch.empty(x.shape, dtype=x.dtype, device="meta")
+                out = x if inplace else meta_like(x)
                 if self.depth == 0 and self.recording:
                     rule_elementwise(self.state, [x], [out])
             return out
@@ -318,6 +338,7 @@ class Tracer:
         self.device = device
         with stand_in_forward(self.modules, device, training=training) as stand_ins:
             self._stand_in = stand_ins.names
+            self.tensor_names = stand_ins.original_names
             return self._run_recorded(stand_in_inputs(example_inputs, device), forward_fn, device)
 
     device = "meta"
@@ -336,7 +357,7 @@ class Tracer:
                 # In place of a builtin layer's forward: a shape-only one on the meta device, or
                 # its own behind the dtype check that meta kernels (and a failed meta trace's
                 # real retry, for the message) would otherwise leave to torch or skip.
-                own = None
+                own = fast = None
                 if "forward" not in mod.__dict__:
                     name = self.module_names[id(mod)]
                     fast = fast_forward(mod, name) if device == "meta" else None
@@ -344,7 +365,8 @@ class Tracer:
                 if _bare(mod):
                     # no hooks of its own: wrap forward instead of adding two hooks, so the
                     # call keeps torch's hook-free fast path
-                    mod.__dict__["forward"] = self._traced(mod, own if own is not None else mod.forward)
+                    mod.__dict__["forward"] = (self._traced_shape_only(mod, fast) if fast is not None else
+                                               self._traced(mod, own if own is not None else mod.forward))
                     wrapped.append(mod)
                     continue
                 handles.append(mod.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
@@ -363,6 +385,31 @@ class Tracer:
             for mod in wrapped:
                 mod.__dict__.pop("forward", None)
         return out
+
+
+def named_modules_with_duplicates(model: nn.Module) -> dict[str, nn.Module]:
+    """``dict(model.named_modules(remove_duplicate=False))``, walked without generators.
+
+    Torch's walk is a recursive generator, one frame per module and level: a tenth of a
+    small model's graph build. Same order (pre-order, children in registration order).
+    A module class with its own ``named_modules`` gets torch's walk from there down.
+    """
+    out: dict[str, nn.Module] = {}
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        prefix, mod = stack.pop()
+        if type(mod).named_modules is not _TORCH_NAMED_MODULES:
+            out.update(mod.named_modules(prefix=prefix, remove_duplicate=False))
+            continue
+        out[prefix] = mod
+        children = mod._modules
+        if children:
+            dot = prefix + "." if prefix else ""
+            stack.extend((dot + name, child) for name, child in reversed(children.items()) if child is not None)
+    return out
+
+
+_TORCH_NAMED_MODULES = nn.Module.named_modules
 
 
 def output_shapes(out: Any) -> list[tuple[int, ...]]:
