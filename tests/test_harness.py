@@ -103,6 +103,19 @@ def test_attributes_a_forward_binds_are_undone() -> None:
     assert model.a.training is keep
 
 
+def test_rebound_tensor_attributes_come_back_by_identity() -> None:
+    """The restore's quick check compares dicts with ``==``: a rebound tensor (whose
+    ``__eq__`` is element-wise, or refuses meta against real) must still be put back."""
+    model = Tied()
+    model.a.__dict__["scale"] = scale = torch.ones(3)
+    model.b.__dict__["step"] = step = torch.zeros(())
+    snapshot = harness.AttributeSnapshot(model.modules())
+    model.a.__dict__["scale"] = torch.ones(3)  # equal values, another object
+    model.b.__dict__["step"] = torch.empty((), device="meta")
+    snapshot.restore()
+    assert model.a.scale is scale and model.b.step is step
+
+
 def test_modes_are_set_and_restored_per_module_without_train() -> None:
     class Stubborn(nn.Module):
         def train(self, mode: bool = True) -> nn.Module:

@@ -93,11 +93,13 @@ def input_dtype_check(module: nn.Module, name: str = "") -> Callable[[torch.Tens
         return check_ids
 
     if isinstance(module, nn.modules.conv._ConvNd | nn.Linear | nn.PReLU | nn.MultiheadAttention):
-        pname = next((n for n in ("weight", "in_proj_weight", "q_proj_weight")
-                      if _tensor_attr(module, n) is not None), None)
-        if pname is None:
+        for pname in ("weight", "in_proj_weight", "q_proj_weight"):
+            weight = _tensor_attr(module, pname)
+            if weight is not None:
+                break
+        else:
             return None
-        want = _tensor_attr(module, pname).dtype
+        want = weight.dtype
 
         def check_same(x: torch.Tensor) -> None:
             if x.dtype != want and not _autocast_on():

@@ -79,10 +79,11 @@ class ElementTable:
         """
         if not labels:
             return None
-        if any(lab is None for lab in labels):
-            for lab in labels:
-                self.freeze(lab)
-            return None
+        for lab in labels:
+            if lab is None:
+                for each in labels:
+                    self.freeze(each)
+                return None
         for lab in labels[1:]:
             self.unify(labels[0], lab)
         return labels[0]

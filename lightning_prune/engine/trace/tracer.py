@@ -14,7 +14,6 @@ recorded as units through forward hooks; everything else is recorded op by op th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,35 +36,10 @@ from .fast_ops import fast_elementwise, meta_like
 from .labels import ElementTable, Label
 from .ops import apply_rule, op_name
 from .ops_math import rule_elementwise
+from .result import Space, TraceResult, named_modules_with_duplicates, output_shapes
 from .state import TraceState
 
 _OWN_FORWARD_UNITS = (nn.MultiheadAttention, nn.LSTM, nn.GRU, nn.RNN)
-
-
-@dataclass
-class Space:
-    """A run of prunable channels: a layer's outputs, its inputs, or one dim of a parameter."""
-
-    key: tuple
-    elems: Label
-    module: nn.Module | None = None
-    name: str = ""
-    role: str = "out"  # "out", "in" or "param"
-    pruner: Any = None
-    param: torch.Tensor | None = None
-    dim: int = 0
-
-
-@dataclass
-class TraceResult:
-    table: ElementTable
-    spaces: list[Space]
-    edges: set[tuple[str, str]] = field(default_factory=set)
-    unknown_ops: dict[str, int] = field(default_factory=dict)
-    called: set[str] = field(default_factory=set)
-    device: str = "meta"
-    #: Shape of every tensor in the (eval-mode) output, in pytree order: a prune must keep them.
-    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
 
 class _Recorder(TorchFunctionMode):
@@ -385,36 +359,6 @@ class Tracer:
             for mod in wrapped:
                 mod.__dict__.pop("forward", None)
         return out
-
-
-def named_modules_with_duplicates(model: nn.Module) -> dict[str, nn.Module]:
-    """``dict(model.named_modules(remove_duplicate=False))``, walked without generators.
-
-    Torch's walk is a recursive generator, one frame per module and level: a tenth of a
-    small model's graph build. Same order (pre-order, children in registration order).
-    A module class with its own ``named_modules`` gets torch's walk from there down.
-    """
-    out: dict[str, nn.Module] = {}
-    stack: list[tuple[str, nn.Module]] = [("", model)]
-    while stack:
-        prefix, mod = stack.pop()
-        if type(mod).named_modules is not _TORCH_NAMED_MODULES:
-            out.update(mod.named_modules(prefix=prefix, remove_duplicate=False))
-            continue
-        out[prefix] = mod
-        children = mod._modules
-        if children:
-            dot = prefix + "." if prefix else ""
-            stack.extend((dot + name, child) for name, child in reversed(children.items()) if child is not None)
-    return out
-
-
-_TORCH_NAMED_MODULES = nn.Module.named_modules
-
-
-def output_shapes(out: Any) -> list[tuple[int, ...]]:
-    """The shape of every tensor in a model output, in pytree order."""
-    return [tuple(t.shape) for t in tensor_leaves(out)]
 
 
 def _bare(module: nn.Module) -> bool:
