@@ -18,13 +18,16 @@ __all__ = ["Box", "overlap", "place_labels"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
+_TOUCH = 1e-9  # intersections thinner than this are rounding, not overlap
+
 #: Directions tried on each ring, in order of preference: (x, y) sides of the point.
 _SIDES = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 def overlap(a: Box, b: Box) -> float:
-    """Area shared by two boxes."""
-    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    """Area shared by two boxes; boxes that only touch (up to float rounding) share none."""
+    dx, dy = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    return dx * dy if dx > _TOUCH and dy > _TOUCH else 0.0
 
 
 def _outside(box: Box) -> float:
