@@ -101,9 +101,8 @@ def test_csv_and_json_follow_the_schema(tmp_path):
     with open(paths["csv"]) as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == csv_fields([1, 8]) == [*BASE_FIELDS, "latency_ms_bs1", "latency_iqr_ms_bs1",
-                                                       "speedup_bs1", "latency_ms_bs8", "latency_iqr_ms_bs8",
-                                                       "speedup_bs8"]
+    per_bs = ("latency_ms", "latency_iqr_ms", "speedup", "speedup_p25", "speedup_p75", "dense_latency_ms")
+    assert reader.fieldnames == csv_fields([1, 8]) == [*BASE_FIELDS, *(f"{c}_bs{b}" for b in (1, 8) for c in per_bs)]
     assert [r["method"] for r in rows] == ["dense", "magnitude", "taylor"]
     assert float(rows[1]["speedup_bs8"]) == 2.0 and rows[2]["status"] == "error" and rows[2]["latency_ms_bs1"] == ""
     doc = json.loads(paths["json"].read_text())  # strict JSON: NaN became null
@@ -111,7 +110,8 @@ def test_csv_and_json_follow_the_schema(tmp_path):
     assert set(doc) == {"schema_version", "config", "environment", "runs", "profiles"}
     assert doc["config"]["batch_sizes"] == [1, 8] and doc["config"]["datamodule"] is None
     assert [r["method"] for r in doc["runs"]] == ["dense", "magnitude", "taylor"]
-    assert set(doc["runs"][0]) >= set(BASE_FIELDS) | {"latency", "speedup", "widths", "profile_top"}
+    assert set(doc["runs"][0]) >= set(BASE_FIELDS) | {"latency", "speedup", "speedup_p25", "speedup_p75",
+                                                      "dense_latency", "timing", "widths", "profile_top"}
     assert doc["runs"][0]["latency"]["8"]["median_ms"] == 2.0 and doc["runs"][0]["widths"] == {"a": 4}
     assert doc["runs"][1]["accuracy"] is None
     assert doc["profiles"] == {"m / dense": "table"}
@@ -195,7 +195,8 @@ def test_failures_are_isolated_and_every_file_is_written(tmp_path, monkeypatch):
                               ModelSpec("no_such_model", input_shape=[1, 1, 8, 8]),
                               ModelSpec("small_resnet", input_shape=[1, 1, 8, 8], kwargs={"width": 16})],
                       methods=["magnitude", "exploding", "masking"], ratios=[0.5], batch_sizes=[1, 4],
-                      accuracy=False, warmup=1, warmup_seconds=0, settle=None, repeats=3, threads=1, profile_top=5,
+                      accuracy=False, warmup=1, warmup_seconds=0, settle=None, repeats=3, min_run_time=0.005,
+                      threads=1, profile_top=5,
                       chrome_trace=True, output_dir=str(tmp_path))
     lines: list[str] = []
     run = run_benchmark(cfg, progress=lines.append)
@@ -233,7 +234,8 @@ def test_failures_are_isolated_and_every_file_is_written(tmp_path, monkeypatch):
 def test_digits_accuracy_with_finetune_through_the_callback_and_sparse_training(tmp_path):
     cfg = BenchConfig(models=[ModelSpec("small_resnet", kwargs={"width": 8})],
                       methods=["magnitude", "sparse_group_norm"], ratios=[0.5], batch_sizes=[16],
-                      train_epochs=2, finetune_epochs=1, sparse_epochs=1, warmup=1, warmup_seconds=0, settle=None, repeats=3, threads=1,
+                      train_epochs=2, finetune_epochs=1, sparse_epochs=1, warmup=1, warmup_seconds=0, settle=None, repeats=3,
+                      min_run_time=0.005, threads=1,
                       profile=False, plots=False, output_dir=str(tmp_path))
     run = run_benchmark(cfg, progress=None)
     rows = {r.method: r for r in run.results}

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-__all__ = ["top1_accuracy"]
+__all__ = ["top1_accuracy", "validation_size"]
 
 
 def top1_accuracy(model: nn.Module, datamodule: pl.LightningDataModule, num_classes: int,
@@ -24,3 +24,16 @@ def top1_accuracy(model: nn.Module, datamodule: pl.LightningDataModule, num_clas
     finally:
         model.train(was_training)
     return float(metric.compute())
+
+
+def validation_size(datamodule: pl.LightningDataModule) -> int | None:
+    """Samples in the validation set (``None`` if its dataset has no length).
+
+    The accuracy of ``n`` samples has a binomial standard error ``sqrt(p (1 - p) / n)``:
+    the plots draw it as the accuracy's error bar.
+    """
+    dataset = getattr(datamodule.val_dataloader(), "dataset", None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None

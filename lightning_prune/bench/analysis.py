@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .results import RunResult
+from .speedups import SpeedupSpread, row_speedup
 
-__all__ = ["FALL_MARGIN", "LatencyTrend", "latency_trends", "pareto_front", "prunedness"]
-
-#: A latency "falls" when the most pruned run takes at most this fraction of the reference.
-FALL_MARGIN = 0.9
+__all__ = ["LatencyTrend", "latency_trends", "pareto_front", "prunedness"]
 
 
 def prunedness(ratio: float, target: str) -> float:
@@ -34,32 +32,41 @@ def pareto_front(rows: list[RunResult], batch_size: int) -> list[RunResult]:
 
 @dataclass(frozen=True)
 class LatencyTrend:
-    """How one method's latency moves from its least to its most pruned run."""
+    """How one method's latency moves from its least to its most pruned run, at one batch size.
+
+    ``speedups[i]`` is run ``i``'s speedup over dense with its spread (``None`` where it
+    could not be computed).
+    """
 
     method: str
     kind: str
+    batch_size: int
     ratios: tuple[float, ...]
     latencies_ms: tuple[float, ...]
     dense_ms: float
+    speedups: tuple[SpeedupSpread | None, ...]
+
+    @property
+    def most_pruned(self) -> SpeedupSpread | None:
+        return self.speedups[-1]
 
     @property
     def falls(self) -> bool:
-        """At the most pruned ratio, at least 10% faster than at the least pruned one and than dense.
+        """The most pruned run is measurably faster than dense (:func:`.speedups.verdict`).
 
-        The margin keeps run-to-run noise (a few percent on an idle machine) from being read
-        as a speedup.
+        A median below dense is not enough: the IQR of the speedup must lie above 1.0, so
+        that run-to-run noise is never read as a speedup.
         """
-        last = self.latencies_ms[-1]
-        return last <= FALL_MARGIN * self.latencies_ms[0] and last <= FALL_MARGIN * self.dense_ms
+        return self.most_pruned is not None and self.most_pruned.verdict == "faster"
 
     @property
     def speedup(self) -> float:
-        """Dense latency over the most pruned run's latency."""
-        return self.dense_ms / self.latencies_ms[-1]
+        """The most pruned run's speedup over dense (paired median where measured so)."""
+        return self.most_pruned.median if self.most_pruned is not None else self.dense_ms / self.latencies_ms[-1]
 
 
 def latency_trends(rows: list[RunResult], model: str, batch_size: int, target: str) -> list[LatencyTrend]:
-    """One trend per method of ``model``, ordered from least to most pruned."""
+    """One trend per method of ``model`` with a run at ``batch_size``, ordered from least to most pruned."""
     dense = next((r for r in rows if r.model == model and r.method == "dense" and r.ok), None)
     if dense is None or batch_size not in dense.latency:
         return []
@@ -68,9 +75,10 @@ def latency_trends(rows: list[RunResult], model: str, batch_size: int, target: s
     for method in methods:
         runs = [r for r in rows if r.model == model and r.method == method and r.ok and batch_size in r.latency]
         runs.sort(key=lambda r: prunedness(r.ratio, target))
-        if len(runs) < 2:
+        if not runs:
             continue
-        trends.append(LatencyTrend(method, runs[0].kind, tuple(r.ratio for r in runs),
+        trends.append(LatencyTrend(method, runs[0].kind, batch_size, tuple(r.ratio for r in runs),
                                    tuple(r.latency[batch_size]["median_ms"] for r in runs),
-                                   dense.latency[batch_size]["median_ms"]))
+                                   dense.latency[batch_size]["median_ms"],
+                                   tuple(row_speedup(r, batch_size, dense) for r in runs)))
     return trends

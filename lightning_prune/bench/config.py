@@ -57,16 +57,19 @@ class BenchConfig:
         batch_sizes: latency is measured at each of these batch sizes.
         threads: intra-op threads while timing (``None``: torch's current setting).
         device: ``cpu`` or ``cuda``.
-        warmup: untimed forward passes before timing (at least this many).
+        warmup: untimed forward passes of a model the first time it is timed at a batch size
+            (at least this many; then ``settle`` applies).
         steady_allocator: fix glibc malloc's mmap/trim thresholds for the run, so large
             activations do not cost page faults in some measurements and not in others
             (see ``lightning_prune.bench.allocator``).
-        warmup_seconds: keep warming up at least this long per measurement; on a VM the
-            first second of work runs slower whatever the number of calls.
+        warmup_seconds: untimed calls of every model for at least this long before each
+            comparison; on a VM the first second of work runs slower whatever the number of calls.
         settle: then keep warming up until two consecutive windows of runs agree within this
             relative tolerance (``null``: no such check), for at most ``max_warmup_seconds``.
         max_warmup_seconds: upper bound of the warm-up of one measurement.
-        repeats: timed forward passes; the median and the interquartile range are reported.
+        repeats: timing rounds per batch size; each round times the dense and the row's model
+            in turns (one ``Timer.blocked_autorange`` each, ``min_run_time`` long), and the
+            median and quartiles of the rounds and of their paired speedups are reported.
         accuracy: measure top-1 on the datamodule (needs ``datamodule`` or the digits default).
         datamodule: any LightningDataModule yielding ``(x, y)`` batches; default: scikit-learn's
             digits (embedded, no download).
@@ -85,6 +88,8 @@ class BenchConfig:
         plots: write the PNG plots (needs matplotlib).
         output_dir: where CSV, JSON, Markdown and PNG files go.
         seed: seed of training and of random choices.
+        min_run_time: seconds each model is timed for in each round (``Timer.blocked_autorange``).
+            Short rounds let the drift of a busy machine cancel in the paired speedups.
     """
 
     models: list[ModelSpec] = field(default_factory=_default_models)
@@ -117,6 +122,7 @@ class BenchConfig:
     plots: bool = True
     output_dir: str = "outputs/bench"
     seed: int = 0
+    min_run_time: float = 0.05
 
     def __post_init__(self) -> None:
         """Reject what cannot run before anything is trained or timed."""
@@ -154,3 +160,5 @@ class BenchConfig:
             if spec.input_shape is None and not self.accuracy:
                 raise ValueError(f"bench: model {spec.name!r} needs `input_shape` when accuracy is off "
                                  f"(there is no datamodule to take it from)")
+        if not self.min_run_time > 0:
+            raise ValueError(f"bench: `min_run_time` must be > 0 seconds, got {self.min_run_time}")

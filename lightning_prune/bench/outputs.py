@@ -22,7 +22,7 @@ def write_outputs(run: Any, command: str | None = None) -> dict[str, Path]:
     write_json(paths["json"], run.results, run.config_dict(), run.environment, run.profiles)
     plot_names: list[str] = []
     if cfg.plots:
-        for p in write_plots(run.results, out, max(cfg.batch_sizes), cfg.target):
+        for p in write_plots(run.results, out, cfg.batch_sizes, cfg.target):
             paths[p.stem] = p
             plot_names.append(p.name)
     for key, table in run.profiles.items():

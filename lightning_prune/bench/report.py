@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .analysis import latency_trends, pareto_front
+from .analysis import LatencyTrend, latency_trends, pareto_front
 from .results import RunResult
+from .speedups import NEGLIGIBLE, SpeedupSpread, row_speedup
 
 __all__ = ["render_report"]
 
@@ -19,6 +20,31 @@ def _latency_cell(r: RunResult, bs: int) -> str:
     if not stats:
         return "-"
     return f"{stats['median_ms']:.3g} ± {stats['iqr_ms'] / 2:.2g}"
+
+
+def _speedup_cell(r: RunResult, bs: int, dense: RunResult | None) -> str:
+    """``3.44x [3.30-3.52]``; ``1.01x [0.98-1.04] n.s.`` when there is no measurable difference."""
+    s = row_speedup(r, bs, dense) if r.method != "dense" else None
+    if s is None:
+        return "-"
+    return f"{s.median:.2f}x [{s.p25:.2f}-{s.p75:.2f}]" + ("" if s.measurable else " n.s.")
+
+
+def _load_cell(r: RunResult) -> str:
+    if r.load_before is None or r.load_after is None:
+        return "-"
+    return f"{r.load_before:.1f}→{r.load_after:.1f}"
+
+
+def _timing_load(rows: list[RunResult], env: dict[str, Any]) -> list[str]:
+    """The load average around the timings, lowest to highest over the rows."""
+    loads = [v for r in rows for v in (r.load_before, r.load_after) if v is not None]
+    if not loads:
+        return []
+    cpus = env.get("cpu_count", "?")
+    text = f"- **Load average during the timings**: {min(loads):.1f} to {max(loads):.1f} on {cpus} CPUs"
+    busy = isinstance(cpus, int) and max(loads) > cpus
+    return [text + (" (more runnable processes than CPUs: expect wide IQRs)." if busy else ".")]
 
 
 def _load_warning(env: dict[str, Any]) -> list[str]:
@@ -45,12 +71,17 @@ def render_report(run: Any, command: str | None = None, plot_files: list[str] | 
     lines += [
         f"- **Models** {', '.join(dict.fromkeys(r.model for r in rows))}; **methods** {', '.join(cfg.methods)}; "
         f"**ratios** {', '.join(f'{r:g}' for r in cfg.ratios)} ({target_text}).",
-        f"- **Latency**: {cfg.device}, {env['threads']} thread(s), batch sizes {cfg.batch_sizes}; at least {cfg.warmup} "
-        f"warm-up runs and {cfg.warmup_seconds:g} s of warm-up"
-        + (f", continued until two windows of runs agree within {cfg.settle:.0%} (at most "
-           f"{cfg.max_warmup_seconds:g} s)" if cfg.settle is not None else "")
-        + f", then the median ± half the interquartile range of {cfg.repeats} timed runs, in ms; allocator: "
-          f"{env.get('allocator', 'default')}.",
+        f"- **Latency**: {cfg.device}, {env['threads']} thread(s), batch sizes {cfg.batch_sizes}. Each method row "
+        f"re-times the dense model in turns with the pruned one: {cfg.repeats} rounds, each one "
+        f"`torch.utils.benchmark.Timer.blocked_autorange` of {cfg.min_run_time:g} s per model, the order flipping "
+        f"every round, after {cfg.warmup_seconds:g} s of warm-up per model (a model's first timing at a batch size "
+        f"also gets {cfg.warmup} warm-up calls"
+        + (f" and windows of calls until two agree within {cfg.settle:.0%}, at most {cfg.max_warmup_seconds:g} s"
+           if cfg.settle is not None else "")
+        + "). Latency: median ± half the interquartile range of the round medians, in ms. **Speedup**: median "
+          "[quartiles] of the paired per-round ratios dense / pruned, so that the machine's drift cancels; "
+          f"*n.s.* (no measurable difference) when the quartiles span 1.0 or the median is within "
+          f"{NEGLIGIBLE:.0%} of it. Allocator: {env.get('allocator', 'default')}.",
         "- **Accuracy**: " + (f"top-1 (torchmetrics) on the validation set of {data}; dense model trained "
                                f"{cfg.train_epochs} epochs, pruned models finetuned {cfg.finetune_epochs} epochs"
                                + (", BatchNorm recalibrated after each prune" if cfg.recalibrate_bn else "")
@@ -59,6 +90,7 @@ def render_report(run: Any, command: str | None = None, plot_files: list[str] | 
         f"Python {env['python']}, {env['cpu_count']} CPUs, {env['platform']}"
         + (f", {env['cuda_device']}" if "cuda_device" in env else "") + ".",
         *_load_warning(env),
+        *_timing_load(rows, env),
         "- How to read this report, how latency is measured and why MACs and latency differ: "
         "`docs/benchmark.md`.",
         "",
@@ -78,33 +110,24 @@ def render_report(run: Any, command: str | None = None, plot_files: list[str] | 
 
 def _model_section(run: Any, model: str, bs_main: int, plot_files: list[str]) -> list[str]:
     cfg, rows = run.config, [r for r in run.results if r.model == model]
+    dense = next((r for r in rows if r.method == "dense" and r.ok), None)
     lines = [f"## {model}", ""]
     lat_cols = "".join(f" latency bs={b} (ms) |" for b in cfg.batch_sizes)
+    speed_cols = "".join(f" speedup bs={b} |" for b in cfg.batch_sizes)
     lines += [f"| method | kind | ratio | params (M) | nonzero (M) | size (MB) | MACs (M) | MACs kept |{lat_cols}"
-              f" speedup bs={bs_main} | top-1 (%) | Δ top-1 | status |",
-              "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(cfg.batch_sizes) + "---:|---:|---:|---|"]
+              f"{speed_cols} top-1 (%) | Δ top-1 | load | status |",
+              "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * (2 * len(cfg.batch_sizes)) + "---:|---:|---:|---|"]
     for r in rows:
         lats = "".join(f" {_latency_cell(r, b)} |" for b in cfg.batch_sizes)
+        speeds = "".join(f" {_speedup_cell(r, b, dense)} |" for b in cfg.batch_sizes)
         lines.append(
             f"| {r.method} | {r.kind} | {_fmt(r.ratio, 'g')} | {_fmt(r.params, '.4f', 1e-6)} | "
             f"{_fmt(r.nonzero_params, '.4f', 1e-6)} | {_fmt(r.size_mb, '.3f')} | {_fmt(r.macs, '.3f', 1e-6)} | "
-            f"{_fmt(r.macs_fraction, '.0%')} |{lats} {_fmt(r.speedup.get(bs_main), '.2f')}{'x' if r.speedup else ''} | "
-            f"{_fmt(r.accuracy, '.2f', 100)} | {_fmt(r.accuracy_delta, '+.2f', 100)} | {r.status} |")
+            f"{_fmt(r.macs_fraction, '.0%')} |{lats}{speeds} "
+            f"{_fmt(r.accuracy, '.2f', 100)} | {_fmt(r.accuracy_delta, '+.2f', 100)} | {_load_cell(r)} | {r.status} |")
     lines.append("")
-    trends = latency_trends(rows, model, bs_main, cfg.target)
-    if trends:
-        lines += [f"**Latency against ratio** (batch {bs_main}, dense {trends[0].dense_ms:.3g} ms):", ""]
-        for t in trends:
-            path = " → ".join(f"{ms:.3g} ms @ {ratio:g}" for ratio, ms in zip(t.ratios, t.latencies_ms, strict=True))
-            verdict = (f"falls, {t.speedup:.2f}x faster than dense at the most pruned ratio" if t.falls else
-                       f"does not fall ({t.speedup:.2f}x dense at the most pruned ratio)")
-            if t.kind == "masking" and not t.falls:
-                verdict += ": the masks zero weights but every tensor keeps its shape, so the same dense work runs"
-            elif t.kind == "masking":
-                verdict += (": unexpected for masks, which keep every shape (the dense kernels do the same work); "
-                            "treat it as measurement noise and re-run before reading anything into it")
-            lines.append(f"- {t.method} ({t.kind}): {path}: {verdict}.")
-        lines.append("")
+    for bs in sorted(cfg.batch_sizes, reverse=True):
+        lines += _trend_lines(latency_trends(rows, model, bs, cfg.target), bs, rows)
     front = pareto_front(rows, bs_main)
     if front:
         lines += [f"**Pareto front** (accuracy against latency at batch {bs_main}; nothing is both faster and more "
@@ -119,3 +142,35 @@ def _model_section(run: Any, model: str, bs_main: int, plot_files: list[str]) ->
         for key, table in profiles.items():
             lines += [f"<details><summary>{key}</summary>", "", "```text", table.rstrip(), "```", "", "</details>", ""]
     return lines
+
+
+def _trend_lines(trends: list[LatencyTrend], bs: int, rows: list[RunResult]) -> list[str]:
+    """Each method's latency against its ratio at batch ``bs``, and what the speedups allow to say."""
+    if not trends:
+        return []
+    threads = next((r.threads for r in rows if r.threads is not None), None)
+    where = f"batch {bs}" + ("" if threads is None else f", {threads} thread(s)")
+    if bs == 1:
+        where += "; per-operator overhead, not arithmetic, dominates here"
+    lines = [f"**Latency against ratio** ({where}; dense {trends[0].dense_ms:.3g} ms):", ""]
+    for t in trends:
+        path = " → ".join(f"{ms:.3g} ms @ {ratio:g}" for ratio, ms in zip(t.ratios, t.latencies_ms, strict=True))
+        lines.append(f"- {t.method} ({t.kind}): {path}: {_trend_verdict(t)}.")
+    return [*lines, ""]
+
+
+def _trend_verdict(t: LatencyTrend) -> str:
+    """The words for the most pruned run's speedup: never "faster" when it is within the noise."""
+    s: SpeedupSpread | None = t.most_pruned
+    if s is None:
+        return f"{t.speedup:.2f}x dense at the most pruned ratio (no spread measured)"
+    if t.kind == "masking":
+        if not s.measurable:
+            return (f"no measurable difference from dense at the most pruned ratio ({s.spread_text()}): the masks "
+                    "zero weights but every tensor keeps its shape, so the same dense work runs")
+        return (f"measured {s.verdict} than dense at the most pruned ratio ({s.spread_text()}), unexpected for "
+                "masks, which keep every shape (the dense kernels do the same work); treat it as a measurement "
+                "artifact and re-run on an idle machine before reading anything into it")
+    if not s.measurable:
+        return f"no measurable difference from dense at the most pruned ratio ({s.spread_text()})"
+    return f"{s.verdict} than dense at the most pruned ratio: {s.spread_text()}"

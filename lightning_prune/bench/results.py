@@ -1,9 +1,15 @@
 """One row per measured model, and the CSV and JSON files they are written to.
 
 The schemas are fixed and versioned (:data:`SCHEMA_VERSION`) so that other tools can read
-the files: the CSV has :data:`BASE_FIELDS` followed by three latency columns per batch
+the files: the CSV has :data:`BASE_FIELDS` followed by :data:`LATENCY_COLUMNS` per batch
 size (:func:`csv_fields`); the JSON holds the config, the environment and every row with
 full latency statistics, per-layer widths and profiler summaries.
+
+Version 2: latency comes from rounds that time the dense model and the row's model in
+turns (``compare_latency``); the speedup is the median of the paired per-round ratios,
+with its quartiles (``speedup_p25_bs{N}``, ``speedup_p75_bs{N}``) and the dense timing of
+the same rounds (``dense_latency_ms_bs{N}``); each row records the thread count and the
+machine's load average around its timings.
 """
 
 from __future__ import annotations
@@ -15,21 +21,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BASE_FIELDS", "SCHEMA_VERSION", "RunResult", "csv_fields", "file_slug", "write_csv", "write_json"]
+__all__ = ["BASE_FIELDS", "LATENCY_COLUMNS", "SCHEMA_VERSION", "RunResult", "csv_fields", "file_slug", "write_csv", "write_json"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: CSV columns before the per-batch-size latency columns.
 BASE_FIELDS = (
     "model", "method", "kind", "target", "ratio", "status", "error",
     "params", "nonzero_params", "size_mb", "macs", "macs_fraction", "params_fraction",
     "accuracy", "accuracy_delta", "prune_seconds",
+    "accuracy_samples", "threads", "load_before", "load_after",
 )
+
+#: Per batch size ``N``, the columns ``{column}_bs{N}`` in this order.
+LATENCY_COLUMNS = ("latency_ms", "latency_iqr_ms", "speedup", "speedup_p25", "speedup_p75", "dense_latency_ms")
 
 
 def csv_fields(batch_sizes: list[int]) -> list[str]:
     """The CSV header for a run with these batch sizes."""
-    latency = [f"{stat}_bs{b}" for b in batch_sizes for stat in ("latency_ms", "latency_iqr_ms", "speedup")]
+    latency = [f"{stat}_bs{b}" for b in batch_sizes for stat in LATENCY_COLUMNS]
     return [*BASE_FIELDS, *latency]
 
 
@@ -38,8 +48,15 @@ class RunResult:
     """Everything measured for one model state: the dense model, or one method at one ratio.
 
     ``status`` is ``"ok"`` or ``"error"`` (then ``error`` says why and the measurements are
-    missing). ``latency`` maps a batch size to :meth:`LatencyStats.as_dict`; ``speedup`` is
-    the dense median over this median, per batch size.
+    missing). ``latency`` maps a batch size to :meth:`LatencyStats.as_dict` of this model's
+    round medians. For a pruned row, ``dense_latency`` holds the dense model's statistics
+    from the same rounds (timed in turns with this one) and ``speedup`` / ``speedup_p25`` /
+    ``speedup_p75`` the median and quartiles of the paired per-round ratios dense / this.
+    ``timing`` holds, per batch size, ``threads``, ``cpus``, ``rounds`` and the load
+    average before and after (``load_before`` / ``load_after``); the row-level
+    ``load_before`` / ``load_after`` span all its timings. ``accuracy_samples`` is the size
+    of the validation set the accuracy was measured on (its binomial standard error
+    follows from it).
     """
 
     model: str
@@ -62,6 +79,14 @@ class RunResult:
     speedup: dict[int, float] = field(default_factory=dict)
     widths: dict[str, int] = field(default_factory=dict)
     profile_top: list[dict[str, Any]] = field(default_factory=list)
+    accuracy_samples: int | None = None
+    threads: int | None = None
+    load_before: float | None = None
+    load_after: float | None = None
+    speedup_p25: dict[int, float] = field(default_factory=dict)
+    speedup_p75: dict[int, float] = field(default_factory=dict)
+    dense_latency: dict[int, dict[str, float]] = field(default_factory=dict)
+    timing: dict[int, dict[str, float | int | None]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -74,12 +99,15 @@ class RunResult:
             row[f"latency_ms_bs{b}"] = stats.get("median_ms")
             row[f"latency_iqr_ms_bs{b}"] = stats.get("iqr_ms")
             row[f"speedup_bs{b}"] = self.speedup.get(b)
+            row[f"speedup_p25_bs{b}"] = self.speedup_p25.get(b)
+            row[f"speedup_p75_bs{b}"] = self.speedup_p75.get(b)
+            row[f"dense_latency_ms_bs{b}"] = self.dense_latency.get(b, {}).get("median_ms")
         return {k: "" if v is None else v for k, v in row.items()}
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["latency"] = {str(b): s for b, s in self.latency.items()}
-        out["speedup"] = {str(b): s for b, s in self.speedup.items()}
+        for key in ("latency", "speedup", "speedup_p25", "speedup_p75", "dense_latency", "timing"):
+            out[key] = {str(b): v for b, v in getattr(self, key).items()}
         return _finite(out)
 
 

@@ -2,7 +2,9 @@
 
 For each model the runner trains the dense network once (when accuracy is measured),
 measures it, then gives every method a fresh deep copy of the trained network at every
-ratio. A model or a method that fails becomes an ``error`` row with the reason; the
+ratio. The trained dense network stays around: every method row re-times it in turns
+with the pruned one (:mod:`.timing`), so the speedups are paired and the machine's drift
+cancels. A model or a method that fails becomes an ``error`` row with the reason; the
 sweep goes on.
 """
 
@@ -22,9 +24,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from ..engine.utils import count_ops_and_params, layer_widths, measure_latency
+from ..engine.utils import count_ops_and_params, layer_widths
 from ..lightning import DigitsDataModule, ImageClassifier
-from .accuracy import top1_accuracy
+from .accuracy import top1_accuracy, validation_size
 from .allocator import steady_allocator
 from .analysis import prunedness
 from .config import BenchConfig, ModelSpec
@@ -33,6 +35,7 @@ from .methods import MethodContext, PruneTarget, get_method
 from .models import build_model
 from .profiling import profile_operators
 from .results import RunResult, file_slug
+from .timing import time_row
 
 __all__ = ["BenchRun", "run_benchmark"]
 
@@ -186,7 +189,8 @@ def _method_row(cfg: BenchConfig, label: str, name: str, ratio: float, dense: Im
         method.apply(pruned, PruneTarget(cfg.target, ratio), ctx)
         seconds = time.perf_counter() - t0
         profile_key = f"{label} / {name} @ {ratio}" if ratio == _most_pruned(cfg) else None
-        row = _measure(pruned.model, label, name, method.kind, cfg, input_shape, datamodule, profile_key, run)
+        row = _measure(pruned.model, label, name, method.kind, cfg, input_shape, datamodule, profile_key, run,
+                       dense=dense.model)
         row.target, row.ratio, row.prune_seconds = cfg.target, ratio, seconds
         _relate(row, base)
         return row
@@ -205,8 +209,12 @@ def _ctx(cfg: BenchConfig, input_shape: list[int], datamodule: pl.LightningDataM
 
 
 def _measure(network: nn.Module, label: str, method: str, kind: str, cfg: BenchConfig, input_shape: list[int],
-             datamodule: pl.LightningDataModule | None, profile_key: str | None, run: BenchRun) -> RunResult:
-    """One row: size, latency at every batch size, accuracy, and a profile when ``profile_key`` is given."""
+             datamodule: pl.LightningDataModule | None, profile_key: str | None, run: BenchRun,
+             dense: nn.Module | None = None) -> RunResult:
+    """One row: size, latency at every batch size, accuracy, and a profile when ``profile_key`` is given.
+
+    ``dense`` (the model's dense network, for a method row) is re-timed in turns with ``network``.
+    """
     was_training = network.training
     network = network.cpu().eval()
     example = torch.zeros(input_shape)
@@ -215,14 +223,16 @@ def _measure(network: nn.Module, label: str, method: str, kind: str, cfg: BenchC
                     nonzero_params=int(sum(int(torch.count_nonzero(p)) for p in network.parameters())),
                     size_mb=sum(t.numel() * t.element_size() for t in network.state_dict().values()) / 2**20,
                     widths=layer_widths(network))
-    for bs in cfg.batch_sizes:
-        batch = torch.randn(bs, *input_shape[1:])
-        stats = measure_latency(network, batch, warmup=cfg.warmup, repeats=cfg.repeats, device=cfg.device,
-                                threads=cfg.threads, warmup_seconds=cfg.warmup_seconds, settle=cfg.settle,
-                                max_warmup_seconds=cfg.max_warmup_seconds)
-        row.latency[bs] = stats.as_dict()
+    dense_was_training = dense.training if dense is not None else False
+    try:
+        time_row(row, network.to(cfg.device), input_shape, cfg,
+                 dense=None if dense is None else dense.to(cfg.device))
+    finally:
+        if dense is not None:
+            dense.cpu().train(dense_was_training)
     if datamodule is not None:
         row.accuracy = top1_accuracy(network, datamodule, cfg.num_classes, cfg.device)
+        row.accuracy_samples = validation_size(datamodule)
     if cfg.profile and profile_key is not None:
         trace = None
         if cfg.chrome_trace:
@@ -237,12 +247,8 @@ def _measure(network: nn.Module, label: str, method: str, kind: str, cfg: BenchC
 
 
 def _relate(row: RunResult, base: RunResult) -> None:
-    """Fractions, speedups and accuracy change relative to the dense row."""
+    """Fractions and accuracy change relative to the dense row (speedups are paired: :mod:`.timing`)."""
     row.macs_fraction = row.macs / base.macs if base.macs else None
     row.params_fraction = row.params / base.params if base.params else None
-    for bs, stats in row.latency.items():
-        dense = base.latency.get(bs)
-        if dense and stats["median_ms"] > 0:
-            row.speedup[bs] = dense["median_ms"] / stats["median_ms"]
     if row.accuracy is not None and base.accuracy is not None:
         row.accuracy_delta = row.accuracy - base.accuracy
