@@ -1,6 +1,7 @@
 """Graph-build benchmark: our DependencyGraph against Torch-Pruning's, in one run.
 
-    python benchmarks/graph_build.py [--repeats 5] [--skip-scaling] [--skip-1b]
+    python benchmarks/graph_build.py [--repeats 9] [--threads 1] [--models [mobilenet_v3_large]]
+                                     [--skip_scaling true] [--skip_1b true]
 
 Prints the median build time for torchvision models and, when ``torch_pruning`` is
 installed, its time and the ratio ours/theirs measured in the same process, the two
@@ -13,7 +14,6 @@ Torch-Pruning is used here only as a baseline; lightning_prune never imports it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import statistics
@@ -93,10 +93,10 @@ def torch_pruning_or_none():
         return None
 
 
-def bench_zoo(repeats: int) -> None:
+def bench_zoo(repeats: int, models: list[str]) -> None:
     tp = torch_pruning_or_none()
     print(f"{'model':22s} {'ours (ms)':>10s} {'torch-pruning (ms)':>19s} {'ours/theirs':>12s}")
-    for name in MODELS:
+    for name in models:
         model = tvm.get_model(name).eval()
         x = torch.randn(1, 3, 224, 224)
         runs = [timed_ms(lambda m=model, x=x: lp.DependencyGraph().build_dependency(m, x))]
@@ -208,20 +208,29 @@ def bench_1b() -> None:
           f"peak extra memory {mb:.0f} MB (target: under 10 s)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="graph-build benchmark")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-scaling", action="store_true")
-    parser.add_argument("--skip-1b", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    bench_zoo(args.repeats)
-    if not args.skip_scaling:
+def main(repeats: int = 9, threads: int = 2, models: list[str] | None = None, skip_scaling: bool = False,
+         skip_1b: bool = False) -> None:
+    """Graph-build benchmark: ours against Torch-Pruning's, the libraries taking turns.
+
+    Args:
+        repeats: timed builds per model and library (the median is printed).
+        threads: torch's intra-op threads for the run (1: the engine's bookkeeping alone).
+        models: torchvision model names (default: resnet50, vit_b_16, densenet121,
+            convnext_tiny, mobilenet_v3_large).
+        skip_scaling: skip the depth-scaling stacks.
+        skip_1b: skip the ~1 B parameter transformer.
+    """
+    if repeats < 1 or threads < 1:
+        raise ValueError(f"repeats and threads must be >= 1, got repeats={repeats}, threads={threads}")
+    torch.set_num_threads(threads)
+    bench_zoo(repeats, models or MODELS)
+    if not skip_scaling:
         bench_scaling()
-    if not args.skip_1b:
+    if not skip_1b:
         bench_1b()
 
 
 if __name__ == "__main__":
-    main()
+    from jsonargparse import CLI
+
+    CLI(main)

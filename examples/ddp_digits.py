@@ -92,11 +92,18 @@ def main() -> None:
     parser.add_argument("--unseeded-random", action="store_true", help="check that disagreement is refused")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.unseeded_random:
-        run_unseeded_random()
-        return
-    for name in IMPORTANCES if args.importance == ["all"] else args.importance:
-        run(name, args.epochs, args.check)
+    try:
+        if args.unseeded_random:
+            run_unseeded_random()
+            return
+        for name in IMPORTANCES if args.importance == ["all"] else args.importance:
+            run(name, args.epochs, args.check)
+    finally:
+        # Lightning leaves the process group up after fit; left to interpreter exit, gloo's
+        # threads were once destroyed while still joinable ("terminate called without an
+        # active exception", exit code -6) after every rank had passed its checks
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -115,11 +115,17 @@ def test_prunes_exactly_on_the_scheduled_epochs_and_training_continues():
             assert opt.state[q]["exp_avg"].shape == q.shape
     assert probe.lr == pytest.approx([1e-2 * 0.9 ** e for e in range(5)])
     assert model.blocks[0].conv1.out_channels == 8
-    # the summary times both models with the benchmark's measurement, and says how
+    # the summary times both models with the benchmark's measurement, in turns, and says how
     for side in ("before", "after"):
         row = cb.summary[side]
-        assert row["latency_ms"] > 0 and row["latency_iqr_ms"] >= 0
-        assert row["latency_batch"] == 1 and row["latency_threads"] == torch.get_num_threads()
+        assert row["latency_ms_bs1"] > 0 and row["latency_iqr_ms_bs1"] >= 0
+        assert row["latency_threads"] == torch.get_num_threads()
+    after = cb.summary["after"]
+    assert after["latency_interleaved"] == 1.0 and after["speedup_p25_bs1"] <= after["speedup_bs1"] <= after[
+        "speedup_p75_bs1"]
+    assert cb.dense_model is not None and not cb.dense_model.training
+    assert cb.dense_model.blocks[0].conv1.out_channels == 16  # the dense copy kept its widths
+    assert not any(p.requires_grad for p in cb.dense_model.parameters())
 
 
 def test_adam_moments_of_kept_channels_survive_the_prune():

@@ -62,14 +62,22 @@ def test_the_log_has_the_prune_points_the_dense_baseline_and_the_summary(run):
     assert summary["pruning/summary/val_acc_last/after"] == [r for r in rows if "val_acc" in r][-1]["val_acc"]
 
 
-def test_the_latency_row_names_its_batch_size_and_threads_and_its_spread():
-    before = {"params": 2e5, "macs": 4e6, "latency_ms": 0.6, "latency_iqr_ms": 0.05, "latency_batch": 1.0,
-              "latency_threads": 2.0}
-    after = {**before, "params": 1e5, "macs": 2e6, "latency_ms": 0.4, "latency_iqr_ms": 0.02}
+def test_the_latency_rows_name_batch_size_threads_speedup_and_load():
+    before = {"params": 2e5, "macs": 4e6, "latency_ms_bs256": 40.0, "latency_iqr_ms_bs256": 1.0,
+              "latency_ms_bs1": 0.6, "latency_iqr_ms_bs1": 0.05, "latency_threads": 2.0}
+    after = {**before, "params": 1e5, "macs": 2e6, "latency_ms_bs256": 10.0, "latency_ms_bs1": 0.4,
+             "latency_iqr_ms_bs1": 0.02, "speedup_bs256": 4.1, "speedup_p25_bs256": 3.9, "speedup_p75_bs256": 4.3,
+             "load_before": 0.5, "load_after": 0.7, "load_cpus": 2.0}
     rows = summary_rows(before, after, {"dense_last": 0.9, "pruned_last": 0.95}, "val_acc")
     text = format_summary(rows)
-    assert "latency (ms, batch 1, 2 threads)" in text and "IQR 0.050 -> 0.020 ms" in text
-    assert summary_metrics(rows)["pruning/summary/latency_ms/after"] == 0.4
+    assert "latency (ms, batch 256, 2 threads)" in text
+    assert "speedup 4.10x (IQR 3.90-4.30x), dense re-timed in turns" in text
+    assert "load average 0.5 -> 0.7 on 2 CPUs" in text
+    # batch 1 is labelled as what it measures; without paired rounds the ratio of medians is shown
+    assert "latency (ms, batch 1, 2 threads): per-operator overhead, not arithmetic" in text
+    assert "speedup 1.50x, dense timed before the first prune (IQR 0.050 -> 0.020 ms)" in text
+    assert [r.key for r in rows if r.key.startswith("latency")] == ["latency_ms_bs256", "latency_ms_bs1"]
+    assert summary_metrics(rows)["pruning/summary/latency_ms_bs256/after"] == 10.0
 
 
 def test_checkpoints_load_with_lightnings_own_api_and_give_the_logged_accuracy(run):

@@ -40,9 +40,10 @@ from .distillation import Distillation
 from .distributed import decisions_agree, reduce_importance_inputs, rewrap_ddp
 from .export import export_module
 from .history import ModuleHistory
+from .latency import frozen_copy, latency_batch_sizes, time_models
 from .modes import eval_mode, only_gradients_of
 from .schedule import PruningSchedule
-from .summary import MetricTracker, format_summary, measure, summary_metrics, summary_rows
+from .summary import MetricTracker, example_batch_size, format_summary, measure, summary_metrics, summary_rows
 from .transaction import PruneTransaction
 
 _REGULARIZED = {"bn_scale": "BNScalePruner", "group_norm": "GroupNormPruner", "growing_reg": "GrowingRegPruner"}
@@ -98,7 +99,13 @@ class PruningCallback(Callback):
         monitor: metric reported before and after (last and best value), e.g. ``val_acc``.
         monitor_mode: ``"max"`` if higher is better, ``"min"`` otherwise.
         measure_latency: time the dense and the pruned model for the summary (the benchmark's
-            measurement: a few seconds of warm-up each).
+            measurement, ``tp.utils.compare_latency``: the two timed in turns at fit end, from
+            a frozen copy of the dense model kept at the first prune; about 1 s per batch size
+            and model).
+        latency_batch_sizes: batch sizes the summary times (default: the example input's).
+            Batch 1 measures per-operator overhead; a large batch (e.g. 256) shows the speedup
+            of the arithmetic saved.
+        latency_threads: intra-op threads for the timing (default: torch's setting).
         export_path: where to save the pruned model at the end of fit.
         export_format: ``"pt"`` (pruning history + weights; loads into a fresh module or the
             bare network with ``lightning_prune.load_pruned_checkpoint``), ``"torch_export"``
@@ -146,6 +153,8 @@ class PruningCallback(Callback):
         monitor: str | None = "val_acc",
         monitor_mode: Literal["max", "min"] = "max",
         measure_latency: bool = True,
+        latency_batch_sizes: list[int] | None = None,
+        latency_threads: int | None = None,
         export_path: str | None = None,
         export_format: Literal["pt", "torch_export", "onnx"] = "pt",
         distillation_weight: float = 0.0,
@@ -195,6 +204,19 @@ class PruningCallback(Callback):
         self.importance_batches = importance_batches
         self.monitor = monitor
         self.measure_latency = measure_latency
+        if latency_batch_sizes is not None and (
+                not latency_batch_sizes or not all(isinstance(b, int) and b >= 1 for b in latency_batch_sizes)):
+            raise ValueError(f"PruningCallback: latency_batch_sizes must be a non-empty list of ints >= 1 (or None "
+                             f"for the example input's batch), got {latency_batch_sizes!r}")
+        if latency_threads is not None and (not isinstance(latency_threads, int) or latency_threads < 1):
+            raise ValueError(f"PruningCallback: latency_threads must be an int >= 1 (or None for torch's "
+                             f"setting), got {latency_threads!r}")
+        self.latency_batch_sizes = list(latency_batch_sizes) if latency_batch_sizes is not None else None
+        self.latency_threads = latency_threads
+        #: A frozen copy of the dense model, kept at the first prune when latency is measured,
+        #: so that dense and pruned are timed in turns at fit end. Not saved in checkpoints:
+        #: after a resume the dense timing from before the first prune is used.
+        self.dense_model: nn.Module | None = None
         self.export_path = export_path
         self.export_format = export_format
         self.distillation = Distillation(distillation_weight, temperature)
@@ -349,7 +371,10 @@ class PruningCallback(Callback):
     def _prune(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         assert self.pruner is not None
         if not self._dense:  # the dense model, as trained so far
-            self._dense = measure(pl_module, self._example, self.measure_latency)
+            self._dense = measure(pl_module, self._example, self.measure_latency, self.latency_batch_sizes,
+                                  self.latency_threads)
+            if self.measure_latency and self.dense_model is None:
+                self.dense_model = frozen_copy(pl_module)
             self._log(trainer, {f"pruning/{k}": self._dense[k] for k in ("params", "macs")})
         self.distillation.take_teacher(pl_module)  # the dense model, frozen (distillation_weight > 0)
         if getattr(self.pruner.importance, "needs_gradients", False):
@@ -442,15 +467,28 @@ class PruningCallback(Callback):
                            f"{self.schedule.steps} scheduled prunes (epochs {list(self.schedule.epochs)})")
         if not self._dense:
             return
-        after = measure(pl_module, self._example, self.measure_latency)
-        rows = summary_rows(self._dense, after, self._metric.values, self.monitor)
+        before = dict(self._dense)
+        after = measure(pl_module, self._example, latency=False)
+        if self.measure_latency:
+            after.update(self._time_after(pl_module, before))
+        rows = summary_rows(before, after, self._metric.values, self.monitor)
         rank_zero_info(format_summary(rows))
         self._log(trainer, summary_metrics(rows), epoch=max(trainer.current_epoch - 1, 0))  # the last one trained
-        self.summary = {"before": dict(self._dense), "after": after, "metric": dict(self._metric.values)}
+        self.summary = {"before": before, "after": after, "metric": dict(self._metric.values)}
         if self.export_path and trainer.is_global_zero:
             os.makedirs(os.path.dirname(self.export_path) or ".", exist_ok=True)
             export_module(pl_module, self._example, self.export_path, self.export_format)
             rank_zero_info(f"[lightning-prune] saved the pruned model to {self.export_path} ({self.export_format})")
+
+    def _time_after(self, pl_module: pl.LightningModule, before: dict[str, float]) -> dict[str, float]:
+        """The pruned model's latency rows; with the dense copy, both re-timed in turns (``before`` updated)."""
+        sizes = latency_batch_sizes(before) or self.latency_batch_sizes or [example_batch_size(self._example)]
+        if self.dense_model is None:
+            return time_models({"pruned": pl_module}, self._example, sizes, self.latency_threads)["pruned"]
+        dense = self.dense_model.to(module_device(pl_module))
+        timed = time_models({"dense": dense, "pruned": pl_module}, self._example, sizes, self.latency_threads)
+        before.update(timed["dense"])
+        return timed["pruned"]
 
     # ------------------------------------------------------------------ state
     def _follow_module(self, history: list[dict]) -> None:

@@ -3,9 +3,9 @@
 The dense baseline is measured just before the first prune and kept in the callback's
 state, so that a resumed fit still reports before -> after. The monitored metric is
 tracked through the fit: its last and best values while dense, and after the final prune.
-Latency uses the benchmark's measurement (:func:`~lightning_prune.engine.utils.measure_latency`
-with the same warm-up settings), median and interquartile range, labelled with the batch
-size and thread count it ran with.
+Latency uses the benchmark's measurement (:func:`~lightning_prune.engine.utils.compare_latency`,
+see :mod:`.latency`), at every configured batch size, labelled with the batch size and
+thread count it ran with and the machine's load.
 """
 
 from __future__ import annotations
@@ -14,32 +14,30 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 import lightning_prune.engine as tp
+from lightning_prune.engine.tree import tensor_leaves
 
-#: The benchmark's measurement (lightning_prune.bench.config.BenchConfig's warm-up, settle
-#: check and repeats), with the settle-until-stable warm-up capped at 2 s: on a loaded
-#: machine it would otherwise run up to 10 s per call and make the fit itself slower.
-LATENCY_SETTINGS = {"warmup": 10, "warmup_seconds": 0.5, "settle": 0.05, "max_warmup_seconds": 2.0, "repeats": 50}
+from .latency import latency_batch_sizes, latency_label, latency_note, time_models
 
 
-def measure(module: nn.Module, example: Any, latency: bool = True) -> dict[str, float]:
-    """Params, MACs and (optionally) latency of ``module`` on ``example`` (primitives, for the state dict)."""
+def measure(module: nn.Module, example: Any, latency: bool = True, batch_sizes: list[int] | None = None,
+            threads: int | None = None) -> dict[str, float]:
+    """Params, MACs and (optionally) latency of ``module`` alone (primitives, for the state dict).
+
+    Latency is timed at every batch size of ``batch_sizes`` (default: the example's).
+    """
     macs, params = tp.utils.count_ops_and_params(module, example)
     out = {"params": float(params), "macs": float(macs)}
     if latency:
-        stats = tp.utils.measure_latency(module, example, **LATENCY_SETTINGS)
-        out.update(latency_ms=stats.median_ms, latency_iqr_ms=stats.iqr_ms, latency_batch=float(_batch_size(example)),
-                   latency_threads=float(torch.get_num_threads()))
+        out.update(time_models({"dense": module}, example, batch_sizes or [example_batch_size(example)], threads)["dense"])
     return out
 
 
-def _batch_size(example: Any) -> int:
-    tensors = [example] if isinstance(example, torch.Tensor) else list(
-        example.values() if isinstance(example, dict) else example)
-    first = next((t for t in tensors if isinstance(t, torch.Tensor) and t.dim() > 0), None)
+def example_batch_size(example: Any) -> int:
+    """Rows of the example input's first batched tensor (1 if none)."""
+    first = next((t for t in tensor_leaves(example) if t.dim() > 0), None)
     return int(first.shape[0]) if first is not None else 1
 
 
@@ -73,10 +71,11 @@ def summary_rows(before: dict[str, float], after: dict[str, float], metrics: dic
     if "params" in before and "params" in after:
         rows.append(Row("params", "params (M)", before["params"] / 1e6, after["params"] / 1e6))
         rows.append(Row("macs", "MACs (M)", before["macs"] / 1e6, after["macs"] / 1e6))
-    if "latency_ms" in before and "latency_ms" in after:
-        label = f"latency (ms, batch {int(after['latency_batch'])}, {int(after['latency_threads'])} threads)"
-        note = f"IQR {before['latency_iqr_ms']:.3f} -> {after['latency_iqr_ms']:.3f} ms"
-        rows.append(Row("latency_ms", label, before["latency_ms"], after["latency_ms"], note))
+    for b in latency_batch_sizes(after):
+        key = f"latency_ms_bs{b}"
+        if key in before:
+            rows.append(Row(key, latency_label(b, int(after["latency_threads"])), before[key], after[key],
+                            latency_note(before, after, b)))
     if monitor:
         for which in ("last", "best"):
             b, a = metrics.get(f"dense_{which}"), metrics.get(f"pruned_{which}")

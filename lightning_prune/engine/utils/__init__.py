@@ -4,16 +4,22 @@ Only the public namespace; the code lives in :mod:`lightning_prune.engine.measur
 """
 
 from ..measure import (
+    LatencyComparison,
     LatencyStats,
     MetaOpCache,
+    Speedup,
+    compare_latency,
     count_ops_and_params,
     count_params,
     layer_widths,
+    machine_load,
     measure_latency,
     op_counter,
     summarize_times,
     thread_count,
+    with_batch_size,
 )
 
-__all__ = ["LatencyStats", "MetaOpCache", "count_ops_and_params", "count_params", "layer_widths",
-           "measure_latency", "op_counter", "summarize_times", "thread_count"]
+__all__ = ["LatencyComparison", "LatencyStats", "MetaOpCache", "Speedup", "compare_latency", "count_ops_and_params",
+           "count_params", "layer_widths", "machine_load", "measure_latency", "op_counter", "summarize_times",
+           "thread_count", "with_batch_size"]
