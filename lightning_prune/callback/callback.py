@@ -214,7 +214,8 @@ class PruningCallback(Callback):
         self.latency_batch_sizes = list(latency_batch_sizes) if latency_batch_sizes is not None else None
         self.latency_threads = latency_threads
         #: A frozen copy of the dense model, kept at the first prune when latency is measured,
-        #: so that dense and pruned are timed in turns at fit end. Not saved in checkpoints:
+        #: so that dense and pruned are timed in turns at fit end, or when distilling: then it is
+        #: the teacher, saved in the callback's state and back after a resume. Otherwise not saved:
         #: after a resume the dense timing from before the first prune is used.
         self.dense_model: nn.Module | None = None
         self.export_path = export_path
@@ -225,11 +226,6 @@ class PruningCallback(Callback):
         self._example: Any = None
         self._dense: dict[str, float] = {}
         self._metric = MetricTracker(monitor_mode)
-
-    @property
-    def dense_model(self) -> nn.Module | None:
-        """The frozen dense teacher (eval mode, no gradients), once taken; ``None`` without distillation."""
-        return self.distillation.teacher
 
     # ------------------------------------------------------------------ overridable
     def batch_to_input(self, batch: Any, pl_module: pl.LightningModule) -> Any:
@@ -339,6 +335,7 @@ class PruningCallback(Callback):
             self._example = move_inputs(self._example, module_device(pl_module))
             self.pruner.example_inputs = self._example
             self.distillation.start(trainer, pl_module, pruned=self.pruner.current_step > 0)
+            self.dense_model = self.distillation.teacher or self.dense_model  # a resumed fit's teacher
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self.distillation.arm()
@@ -373,10 +370,10 @@ class PruningCallback(Callback):
         if not self._dense:  # the dense model, as trained so far
             self._dense = measure(pl_module, self._example, self.measure_latency, self.latency_batch_sizes,
                                   self.latency_threads)
-            if self.measure_latency and self.dense_model is None:
+            if (self.measure_latency or self.distillation.enabled) and self.dense_model is None:
                 self.dense_model = frozen_copy(pl_module)
             self._log(trainer, {f"pruning/{k}": self._dense[k] for k in ("params", "macs")})
-        self.distillation.take_teacher(pl_module)  # the dense model, frozen (distillation_weight > 0)
+        self.distillation.take_teacher(pl_module, self.dense_model)  # distillation_weight > 0: it teaches
         if getattr(self.pruner.importance, "needs_gradients", False):
             self._gradient_pass(trainer, pl_module, training_batches(trainer, self.importance_batches))
         history = ModuleHistory.of(pl_module)

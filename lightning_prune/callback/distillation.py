@@ -30,7 +30,6 @@ with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -41,23 +40,11 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from .latency import frozen_copy
 from .modes import eval_mode
 
 #: Softmax temperature used when ``distillation_weight > 0`` and no temperature is given.
 DEFAULT_TEMPERATURE = 4.0
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` in eval mode whose parameters need no gradient.
-
-    A LightningModule's copy does not hold the Trainer; a module's pruning history is copied
-    with it (without its listeners), so the copy's ``state_dict`` carries its own
-    architecture and loads back into a copy of a later, pruned version of the module.
-    """
-    teacher = copy.deepcopy(module)
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher
 
 
 def kd_loss_and_gradient(student: torch.Tensor, teacher: torch.Tensor, temperature: float
@@ -130,11 +117,13 @@ class Distillation:
             out = call_model(pl_module, example)
         _check_logits(out, pl_module)
 
-    def take_teacher(self, pl_module: pl.LightningModule) -> None:
-        """Just before the first prune: freeze a copy of the dense module as the teacher."""
+    def take_teacher(self, pl_module: pl.LightningModule, dense: nn.Module | None) -> None:
+        """Just before the first prune: ``dense``, the callback's frozen copy of the dense module
+        (:func:`~lightning_prune.callback.latency.frozen_copy`), becomes the teacher."""
         if self.enabled and self.teacher is None:
-            self.stop()  # the copy must not carry our hook
-            self.teacher = frozen_copy(pl_module)
+            if dense is None:
+                raise RuntimeError("PruningCallback: distillation needs the frozen dense copy before the first prune")
+            self.teacher = dense
             self._attach(pl_module)
 
     def start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, pruned: bool) -> None:
@@ -144,7 +133,8 @@ class Distillation:
             return
         if self._pending is not None:
             self.stop()
-            teacher = frozen_copy(pl_module)  # the module's (pruned) copy, reshaped to the teacher's history
+            # a copy of the (pruned) module; its pruning history, copied along, reshapes it to the teacher's
+            teacher = frozen_copy(pl_module)
             teacher.load_state_dict(self._pending)
             self.teacher, self._pending = teacher, None
         elif self.teacher is None and pruned:
