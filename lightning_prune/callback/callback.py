@@ -11,8 +11,10 @@ One hook, one job:
   state, DDP re-wrap, BatchNorm recalibration: all of it or none), then log the new size;
   on its own schedule, let the regularizer update;
 * ``on_validation_end``: follow the monitored metric (last and best, dense and pruned);
+* ``on_train_batch_start`` / ``on_train_batch_end``: distillation from the frozen dense teacher
+  (``distillation.py``), when ``distillation_weight > 0``;
 * ``on_fit_end``: the before -> after summary, to the console and the loggers, and the export;
-* ``state_dict`` / ``load_state_dict``: schedule position, dense baseline, metric history.
+* ``state_dict`` / ``load_state_dict``: schedule position, dense baseline, metric history, teacher.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from . import options
 from .batches import default_batch_to_input, module_device, side_pass, training_batches, training_loss
 from .checkpoint import PruningCheckpointMixin
 from .checks import check_trainer
+from .distillation import Distillation
 from .distributed import decisions_agree, reduce_importance_inputs, rewrap_ddp
 from .export import export_module
 from .history import ModuleHistory
@@ -107,6 +110,10 @@ class PruningCallback(Callback):
         export_format: ``"pt"`` (pruning history + weights; loads into a fresh module or the
             bare network with ``lightning_prune.load_pruned_checkpoint``), ``"torch_export"``
             (a ``torch.export`` program with a dynamic batch dimension) or ``"onnx"``.
+        distillation_weight: ``w`` > 0 keeps a frozen copy of the dense model (:attr:`dense_model`,
+            taken just before the first prune) as a teacher and adds ``w * T^2 * KL(teacher ||
+            student)`` on softmaxed logits to the training loss after the first prune; 0 (default): off.
+        temperature: ``T``, the softmax temperature of distillation (default 4.0).
     """
 
     def __init__(
@@ -150,6 +157,8 @@ class PruningCallback(Callback):
         latency_threads: int | None = None,
         export_path: str | None = None,
         export_format: Literal["pt", "torch_export", "onnx"] = "pt",
+        distillation_weight: float = 0.0,
+        temperature: float | None = None,
     ) -> None:
         super().__init__()
         if pruning_ratio is None and target_macs is None and target_params is None:
@@ -205,11 +214,13 @@ class PruningCallback(Callback):
         self.latency_batch_sizes = list(latency_batch_sizes) if latency_batch_sizes is not None else None
         self.latency_threads = latency_threads
         #: A frozen copy of the dense model, kept at the first prune when latency is measured,
-        #: so that dense and pruned are timed in turns at fit end. Not saved in checkpoints:
+        #: so that dense and pruned are timed in turns at fit end, or when distilling: then it is
+        #: the teacher, saved in the callback's state and back after a resume. Otherwise not saved:
         #: after a resume the dense timing from before the first prune is used.
         self.dense_model: nn.Module | None = None
         self.export_path = export_path
         self.export_format = export_format
+        self.distillation = Distillation(distillation_weight, temperature)
         self.pruner: tp.pruner.MetaPruner | None = None
         self.summary: dict[str, Any] | None = None
         self._example: Any = None
@@ -245,6 +256,7 @@ class PruningCallback(Callback):
                       custom_loss=type(self).importance_loss is not PruningCallback.importance_loss)
         self._example = self._resolve_example_input(trainer, pl_module)
         self._check_batches(trainer, pl_module)
+        self.distillation.check(pl_module, self._example)
         self.pruner = self._build_pruner(pl_module)
         self._history_offset = len(history.records)
         if not isinstance(pl_module, PruningCheckpointMixin):
@@ -322,6 +334,18 @@ class PruningCallback(Callback):
         if self.pruner is not None:
             self._example = move_inputs(self._example, module_device(pl_module))
             self.pruner.example_inputs = self._example
+            self.distillation.start(trainer, pl_module, pruned=self.pruner.current_step > 0)
+            self.dense_model = self.distillation.teacher or self.dense_model  # a resumed fit's teacher
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.distillation.arm()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.distillation.end_batch(pl_module, outputs)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.distillation.stop()
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if self.pruner is None or self.regularization == "none":
@@ -346,9 +370,10 @@ class PruningCallback(Callback):
         if not self._dense:  # the dense model, as trained so far
             self._dense = measure(pl_module, self._example, self.measure_latency, self.latency_batch_sizes,
                                   self.latency_threads)
-            if self.measure_latency and self.dense_model is None:
+            if (self.measure_latency or self.distillation.enabled) and self.dense_model is None:
                 self.dense_model = frozen_copy(pl_module)
             self._log(trainer, {f"pruning/{k}": self._dense[k] for k in ("params", "macs")})
+        self.distillation.take_teacher(pl_module, self.dense_model)  # distillation_weight > 0: it teaches
         if getattr(self.pruner.importance, "needs_gradients", False):
             self._gradient_pass(trainer, pl_module, training_batches(trainer, self.importance_batches))
         history = ModuleHistory.of(pl_module)
@@ -431,6 +456,7 @@ class PruningCallback(Callback):
             self._metric.update("pruned", float(value))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.distillation.stop()
         if self.pruner is None:
             return
         if self.pruner.current_step < self.schedule.steps:
@@ -470,11 +496,12 @@ class PruningCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"version": 2, "current_step": self.pruner.current_step if self.pruner else 0,
                 "epochs": list(self.schedule.epochs), "dense": dict(self._dense),
-                "metric": dict(self._metric.values)}
+                "metric": dict(self._metric.values), **self.distillation.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._dense = dict(state_dict.get("dense", {}))
         self._metric.values = dict(state_dict.get("metric", {}))
+        self.distillation.load_state_dict(state_dict)
         saved = list(state_dict.get("epochs", self.schedule.epochs))
         if saved != list(self.schedule.epochs):
             raise ValueError(f"PruningCallback: the checkpoint was written with prune epochs {saved}, this callback "

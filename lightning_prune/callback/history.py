@@ -20,6 +20,7 @@ callback and the loaders only ask it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,15 @@ class ModuleHistory:
         history = cls(module)
         module.__dict__[_ATTRIBUTE] = history
         return history
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ModuleHistory:
+        """Copied with its module (``copy.deepcopy(model)``): records, base and hooks follow the
+        copy; the listeners (a callback following *this* module) do not."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = [] if key == "listeners" else copy.deepcopy(value, memo)
+        return new
 
     def extend(self, records: list[dict]) -> None:
         """Note records that were applied to the module by a prune."""

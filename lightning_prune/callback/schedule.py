@@ -19,6 +19,9 @@ class PruningSchedule:
 
     epochs: tuple[int, ...]
     fractions: tuple[float, ...]  # cumulative fraction of the final target after each prune
+    # the shape the fractions follow, None for explicit ones: an exponential schedule's fractions depend on the
+    # target itself (at a target ratio of 1.0, the only one known here, it would remove everything at once)
+    shape: str | None = None
 
     @classmethod
     def build(cls, steps: int = 1, start_epoch: int = 0, every_n_epochs: int = 1, shape: str = "linear",
@@ -45,6 +48,7 @@ class PruningSchedule:
             if shape not in SCHEDULERS:
                 raise ValueError(f"schedule shape must be one of {sorted(SCHEDULERS)}, got {shape!r}")
             fractions = SCHEDULERS[shape](1.0, steps)[1:]
+            return cls(tuple(epochs), tuple(fractions), shape)
         return cls(tuple(epochs), tuple(fractions))
 
     def step_at(self, epoch: int) -> int | None:
@@ -57,4 +61,6 @@ class PruningSchedule:
 
     def scheduler(self, target: float, steps: int) -> list[float]:
         """A MetaPruner ratio scheduler following this schedule."""
+        if self.shape is not None:
+            return SCHEDULERS[self.shape](target, steps)
         return [0.0] + [target * f for f in self.fractions]
