@@ -1,0 +1,339 @@
+"""Prune to a measured latency: ``target_latency=0.5`` runs in half the dense time.
+
+MACs are a poor stand-in for speed: depthwise convolutions, normalization, attention's
+softmax and every elementwise op cost time that falls slower than the MACs, and kernels
+run some widths faster than others. So the budget is solved on measurements, on the
+configured device, batch size and thread count:
+
+1. the dense model and trial prunes (runnable copies, :mod:`.latency_trial`) are timed
+   whole with :func:`~lightning_prune.engine.measure.latency.measure_latency`; the channel
+   ratio is found by regula falsi on the measured latency, as :mod:`.budget` does on MACs;
+2. at the ratio found, every group's width snaps to the one its layers run best at,
+   from a per-layer width timing table (:mod:`..measure.layer_timing`), and the snapped
+   model is timed again (one correction step if snapping moved it off target);
+3. the result is re-timed interleaved with the dense model, so that machine drift
+   cancels in the ratio, and reported as :class:`LatencyReport` with its spread.
+
+A target below what the model can reach (the floor: every prunable group at its minimum
+width, leaving the layers that cannot be pruned) prunes to the floor and warns, naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import nn
+
+from ..measure.latency import LatencyStats, measure_latency
+from ..measure.layer_timing import LayerSpec, WidthTable, time_layer_ms
+from ..measure.op_counter import count_ops_and_params
+from ..tree import map_tensors
+from .budget import meta_clone, simulate
+from .latency_trial import materialize, pruned_clone, snap_widths
+from .planning import unit_scores
+
+if TYPE_CHECKING:
+    from .meta import MetaPruner
+
+__all__ = ["DefaultLatencyTimer", "LatencyBudget", "LatencyReport", "LatencyTimer", "latency_inputs"]
+
+ENGINE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Relative tolerance of the search (tighter than the 5% promised, which noise must fit in).
+SEARCH_TOLERANCE = 0.02
+#: Relative distance from the target within which a result counts as reached.
+REPORT_TOLERANCE = 0.05
+
+
+class LatencyTimer(Protocol):
+    """What the latency budget measures with; :class:`DefaultLatencyTimer` unless one is given."""
+
+    def model(self, module: nn.Module, inputs: Any) -> LatencyStats:
+        """Statistics of whole forwards of ``module`` on ``inputs``."""
+
+    def layer(self, spec: LayerSpec) -> float:
+        """Milliseconds of one forward of the standalone layer ``spec``."""
+
+
+class DefaultLatencyTimer:
+    """:func:`measure_latency` on ``device`` with ``threads`` (``repeats`` timed runs a model)."""
+
+    def __init__(self, device: torch.device, threads: int, repeats: int = 5) -> None:
+        self.device, self.threads, self.repeats = device, threads, repeats
+
+    def model(self, module: nn.Module, inputs: Any) -> LatencyStats:
+        return measure_latency(module, inputs, warmup=2, repeats=self.repeats, device=self.device,
+                               threads=self.threads)
+
+    def layer(self, spec: LayerSpec) -> float:
+        return time_layer_ms(spec, self.device, self.threads)
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """How fast a latency-budget step made the model, measured interleaved with the dense one.
+
+    ``realized`` is the median over rounds of pruned / dense time, ``spread`` the
+    interquartile range of that ratio; ``floor`` is the ratio at the minimum widths when the
+    target was out of reach (else ``None``).
+    """
+
+    target: float
+    realized: float
+    spread: float
+    dense_ms: float
+    pruned_ms: float
+    batch_size: int
+    threads: int
+    device: str
+    load_average: tuple[float, float, float] | None
+    trials: int
+    snapped_groups: int
+    floor: float | None = None
+
+    @property
+    def within_tolerance(self) -> bool:
+        """The realized ratio is within 5% (relative) of the target."""
+        return abs(self.realized - self.target) <= REPORT_TOLERANCE * self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "within_tolerance": self.within_tolerance}
+
+    def __str__(self) -> str:
+        load = "n/a" if self.load_average is None else " ".join(f"{x:.2f}" for x in self.load_average)
+        floor = f", floor {self.floor:.3f}" if self.floor is not None else ""
+        return (f"latency {self.realized:.3f} ± {self.spread:.3f} of dense (target {self.target:.3f}{floor}): "
+                f"{self.dense_ms:.2f} -> {self.pruned_ms:.2f} ms at batch {self.batch_size}, {self.threads} "
+                f"threads on {self.device}; load average {load}")
+
+
+def latency_inputs(example_inputs: Any, batch_size: int | None) -> Any:
+    """``example_inputs`` with every batched tensor repeated (or cut) to ``batch_size`` rows."""
+    if batch_size is None:
+        return example_inputs
+
+    def resize(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 0 or t.shape[0] == 0:
+            return t
+        reps = -(-batch_size // t.shape[0])
+        return t.repeat(reps, *([1] * (t.dim() - 1)))[:batch_size].contiguous()
+
+    return map_tensors(example_inputs, resize)
+
+
+def batch_of(inputs: Any) -> int:
+    """Rows of the first batched tensor in ``inputs`` (1 if there is none)."""
+    found: list[int] = []
+
+    def visit(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() > 0:
+            found.append(int(t.shape[0]))
+        return t
+
+    map_tensors(inputs, visit)
+    return found[0] if found else 1
+
+
+class LatencyBudget:
+    """The latency budget of one pruner: settings, the dense reference and the width table.
+
+    Args:
+        model: the dense model (a meta clone is kept as the reference; nothing is copied).
+        example_inputs: the pruner's example inputs.
+        target: fraction of the dense latency to reach, in (0, 1).
+        batch_size: rows of the timed input (default: the example's).
+        threads: intra-op threads while timing (default: torch's current count).
+        device: where to time (default: the model's device).
+        timer: a :class:`LatencyTimer` instead of measuring with ``device`` and ``threads``.
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Any, target: float, batch_size: int | None = None,
+                 threads: int | None = None, device: torch.device | str | None = None,
+                 timer: LatencyTimer | None = None) -> None:
+        first = next(iter(model.parameters()), None)
+        self.device = torch.device(device) if device is not None else (
+            first.device if first is not None else torch.device("cpu"))
+        self.threads = threads if threads is not None else torch.get_num_threads()
+        self.target = float(target)
+        self.inputs = map_tensors(latency_inputs(example_inputs, batch_size), lambda t: t.to(self.device))
+        self.batch_size = batch_of(self.inputs)
+        self.timer: LatencyTimer = timer if timer is not None else DefaultLatencyTimer(self.device, self.threads)
+        self.table = WidthTable(self.timer.layer)
+        self.dense_reference = meta_clone(model)
+        self.report: LatencyReport | None = None
+        self.trials: list[tuple[float, float, float]] = []  # (channel ratio, MACs, latency) of the last solve
+
+    # ------------------------------------------------------------------ measuring
+    def _runnable(self, clone: nn.Module, pruner: MetaPruner) -> nn.Module:
+        return materialize(clone, pruner.model, self.device).eval()
+
+    def _dense(self, pruner: MetaPruner) -> nn.Module:
+        return self._runnable(meta_clone(self.dense_reference), pruner)
+
+    def _time(self, module: nn.Module) -> float:
+        """The fastest timed run: on a shared machine, the one least disturbed by other work
+        (the search compares trials; the report's ratio uses medians, see :meth:`_verify`)."""
+        return self.timer.model(module, self.inputs).min_ms
+
+    # ------------------------------------------------------------------ solving
+    def solve(self, pruner: MetaPruner, fraction: float) -> tuple[float, dict[str, int]]:
+        """``(channel ratio, {group root: units to keep})`` that bring the model to ``fraction``
+        of the dense latency; sets :attr:`report`. The model itself is not touched."""
+        with pruner.scoring_pass():
+            scores = {g.root_name: unit_scores(g, pruner.estimate_importance(g)) for g in pruner.groups(pruner.DG)}
+        forward_fn = pruner.graph_kwargs["forward_fn"]
+        dense_macs = float(count_ops_and_params(self.dense_reference, pruner.example_inputs, forward_fn=forward_fn)[0])
+        dense_ms = self._time(self._dense(pruner))
+        target_ms = fraction * dense_ms
+        self.trials = []
+
+        def measure(ratio: float, widths: dict[str, int] | None) -> tuple[float, float, nn.Module]:
+            clone, _ = pruned_clone(pruner, ratio, scores, widths)
+            macs = float(count_ops_and_params(clone, pruner.example_inputs, forward_fn=forward_fn)[0]) / dense_macs
+            module = self._runnable(clone, pruner)
+            ms = self._time(module)
+            self.trials.append((ratio, macs, ms / dense_ms))
+            return ms, macs, module
+
+        cap = min(pruner.max_pruning_ratio, 0.999)
+        grid = [(simulate(pruner, r, scores, "macs") / dense_macs, r) for r in _grid(cap)]
+        ratio, ms, module, at_cap = self._search(measure, grid, target_ms, cap)
+        widths: dict[str, int] = {}
+        if ratio > 0 and ms <= target_ms * (1 + REPORT_TOLERANCE):
+            ratio, widths, ms, module = self._snap(pruner, measure, scores, ratio, ms, module, target_ms)
+        at_floor = at_cap and ms > target_ms * (1 + REPORT_TOLERANCE)
+        self.report = self._verify(pruner, module, fraction, len(self.trials), len(widths), at_floor)
+        self._warn(self.report, pruner.max_pruning_ratio)
+        return ratio, widths
+
+    def _search(self, measure: Any, grid: list[tuple[float, float]], target_ms: float, cap: float,
+                iterations: int = 5) -> tuple[float, float, nn.Module, bool]:
+        """Secant search on latency against MACs (a line, ``a + b * macs``, between two trials).
+
+        The channel ratio for a MACs fraction comes from ``grid`` (``(macs, ratio)`` of meta
+        trials) and the trials so far, interpolated. Returns the trial closest to the target
+        (ratio, ms, model) and whether the target was still out of reach at ``cap``.
+        """
+        ms0, x0, module0 = measure(0.0, None)
+        points = [(x0, ms0, 0.0)]
+        best = (0.0, ms0, module0)
+        if ms0 <= target_ms * (1 + SEARCH_TOLERANCE):
+            return (*best, False)
+        x_floor = min(x for x, _ in grid)
+        guess = x0 * target_ms / ms0  # first guess: latency in proportion to MACs
+        for _ in range(iterations):
+            ratio = _ratio_for(max(guess, x_floor), grid + [(x, r) for x, _, r in points])
+            if any(abs(ratio - r) < 1e-4 for _, _, r in points):
+                break  # the channel granularity allows nothing between the trials
+            ms, x, module = measure(ratio, None)
+            points.append((x, ms, ratio))
+            if abs(ms - target_ms) < abs(best[1] - target_ms):
+                best = (ratio, ms, module)
+            if abs(ms - target_ms) <= SEARCH_TOLERANCE * target_ms:
+                break
+            if ms > target_ms and ratio >= cap:
+                return (*best, True)
+            guess = _secant(points, target_ms)
+            if guess <= x_floor and ms > target_ms:
+                guess = x_floor  # the target is below the line's floor: try the cap itself
+        return (*best, False)
+
+    def _snap(self, pruner: MetaPruner, measure: Any, scores: dict[str, torch.Tensor], ratio: float, ms: float,
+              module: nn.Module, target_ms: float) -> tuple[float, dict[str, int], float, nn.Module]:
+        """Snap widths at ``ratio``; the snapped model is kept if it is as close to the target.
+
+        Snapping moves each width by a few channels only, so the latency moves little; a
+        snapped model that misses the target where the plain one met it is dropped.
+        """
+        widths = snap_widths(pruner, ratio, scores, self.table, self.inputs)
+        if not widths:
+            return ratio, widths, ms, module
+        ms_snap, _, module_snap = measure(ratio, widths)
+        if abs(ms_snap - target_ms) <= max(abs(ms - target_ms), SEARCH_TOLERANCE * target_ms):
+            return ratio, widths, ms_snap, module_snap
+        return ratio, {}, ms, module
+
+    def _verify(self, pruner: MetaPruner, module: nn.Module, fraction: float, trials: int, snapped: int,
+                at_floor: bool, rounds: int = 3) -> LatencyReport:
+        """Dense and pruned timed in alternation, ``rounds`` times: the ratio with its spread."""
+        dense = self._dense(pruner)
+        d_ms, p_ms, ratios = [], [], []
+        for _ in range(rounds):
+            d, p = self.timer.model(dense, self.inputs).median_ms, self.timer.model(module, self.inputs).median_ms
+            d_ms.append(d)
+            p_ms.append(p)
+            ratios.append(p / d)
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (ratios[0],) * 3
+        realized = statistics.median(ratios)
+        return LatencyReport(
+            target=fraction, realized=realized, spread=q3 - q1, dense_ms=statistics.median(d_ms),
+            pruned_ms=statistics.median(p_ms), batch_size=self.batch_size, threads=self.threads,
+            device=str(self.device), load_average=_load_average(), trials=trials, snapped_groups=snapped,
+            floor=realized if at_floor else None)
+
+    def _warn(self, report: LatencyReport, max_pruning_ratio: float) -> None:
+        if report.floor is not None:
+            warnings.warn(
+                f"target_latency: {report.target:.3f} of the dense latency is out of reach: the floor is "
+                f"{report.floor:.3f} ({report.pruned_ms:.2f} of {report.dense_ms:.2f} ms at batch {report.batch_size}, "
+                f"{report.threads} threads on {report.device}) with every prunable group at its minimum width "
+                f"(max_pruning_ratio={max_pruning_ratio}); "
+                f"what is left is the cost of what cannot be pruned (ignored layers, the input stem, the outputs, "
+                f"and ops whose time does not depend on width). Pruned to the floor", stacklevel=user_stacklevel())
+        elif not report.within_tolerance:
+            warnings.warn(
+                f"target_latency: realized {report.realized:.3f} ± {report.spread:.3f} of the dense latency, more "
+                f"than {100 * REPORT_TOLERANCE:.0f}% from the target {report.target:.3f}; timing noise (load average "
+                f"{report.load_average}) or the channel granularity; see pruner.latency_report", stacklevel=user_stacklevel())
+
+
+def _grid(cap: float, points: int = 7) -> list[float]:
+    """Channel ratios from 0 to ``cap`` at which MACs are counted, denser where they fall fast."""
+    return sorted({round(cap * (1 - (1 - i / (points - 1)) ** 1.5), 4) for i in range(points)})
+
+
+def _ratio_for(macs: float, known: list[tuple[float, float]]) -> float:
+    """The channel ratio with this MACs fraction, interpolated between known ``(macs, ratio)`` pairs."""
+    pairs = sorted(known)
+    if macs <= pairs[0][0]:
+        return pairs[0][1]
+    for (x1, r1), (x2, r2) in zip(pairs, pairs[1:]):
+        if x1 <= macs <= x2:
+            return r1 if x2 == x1 else r1 + (r2 - r1) * (macs - x1) / (x2 - x1)
+    return pairs[-1][1]
+
+
+def _secant(points: list[tuple[float, float, float]], target_ms: float) -> float:
+    """The MACs fraction where the line through the two trials nearest the target reaches it.
+
+    Trials on both sides of the target are preferred (regula falsi); a line that does not
+    fall with MACs (noise) falls back to proportion from the closest trial.
+    """
+    above = sorted((p for p in points if p[1] > target_ms), key=lambda p: p[1] - target_ms)
+    below = sorted((p for p in points if p[1] <= target_ms), key=lambda p: target_ms - p[1])
+    near = sorted(points, key=lambda p: abs(p[1] - target_ms))
+    a, b = (above[0], below[0]) if above and below else (near[0], near[1])
+    if a[0] != b[0] and (a[1] - b[1]) / (a[0] - b[0]) > 0:
+        slope = (a[1] - b[1]) / (a[0] - b[0])
+        return a[0] + (target_ms - a[1]) / slope
+    return near[0][0] * target_ms / near[0][1]
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a warning of the caller's, pointing at the first frame outside the engine."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(ENGINE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _load_average() -> tuple[float, float, float] | None:
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())  # type: ignore[return-value]
+    except (OSError, AttributeError):
+        return None
