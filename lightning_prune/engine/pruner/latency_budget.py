@@ -112,6 +112,17 @@ class LatencyReport:
                 f"threads on {self.device}; load average {load}")
 
 
+@dataclass
+class Trial:
+    """One measured trial prune: channel ratio, snapped widths, MACs fraction, latency, the model."""
+
+    ratio: float
+    macs: float
+    ms: float
+    widths: dict[str, int]
+    module: nn.Module
+
+
 def latency_inputs(example_inputs: Any, batch_size: int | None) -> Any:
     """``example_inputs`` with every batched tensor repeated (or cut) to ``batch_size`` rows."""
     if batch_size is None:
@@ -192,71 +203,65 @@ class LatencyBudget:
         target_ms = fraction * dense_ms
         self.trials = []
 
-        def measure(ratio: float, widths: dict[str, int] | None) -> tuple[float, float, nn.Module]:
+        def measure(ratio: float, snap: bool) -> Trial:
+            widths = snap_widths(pruner, ratio, scores, self.table, self.inputs) if snap and ratio > 0 else {}
             clone, _ = pruned_clone(pruner, ratio, scores, widths)
             macs = float(count_ops_and_params(clone, pruner.example_inputs, forward_fn=forward_fn)[0]) / dense_macs
             module = self._runnable(clone, pruner)
             ms = self._time(module)
             self.trials.append((ratio, macs, ms / dense_ms))
-            return ms, macs, module
+            return Trial(ratio, macs, ms, widths, module)
 
         cap = min(pruner.max_pruning_ratio, 0.999)
         grid = [(simulate(pruner, r, scores, "macs") / dense_macs, r) for r in _grid(cap)]
-        ratio, ms, module, at_cap = self._search(measure, grid, target_ms, cap)
-        widths: dict[str, int] = {}
-        if ratio > 0 and ms <= target_ms * (1 + REPORT_TOLERANCE):
-            ratio, widths, ms, module = self._snap(pruner, measure, scores, ratio, ms, module, target_ms)
-        at_floor = at_cap and ms > target_ms * (1 + REPORT_TOLERANCE)
-        self.report = self._verify(pruner, module, fraction, len(self.trials), len(widths), at_floor)
+        first = measure(0.0, False)
+        best, at_cap, points = first, False, [first]
+        if first.ms > target_ms * (1 + SEARCH_TOLERANCE):
+            # Plain widths first (cheap), then snapped ones from where that search ended: the
+            # snapped widths move the latency a little, and the search follows.
+            best, at_cap = self._search(lambda r: measure(r, False), grid, points, target_ms, cap, 5)
+            if not at_cap and all(t.ms > target_ms * (1 + REPORT_TOLERANCE) for t in points):
+                top = measure(cap, False)  # out of trials short of the target: is it reachable at all?
+                at_cap = top.ms > target_ms * (1 + REPORT_TOLERANCE)
+                best = min((best, top), key=lambda t: abs(t.ms - target_ms))
+            if not at_cap:  # the snapped trials have a line of their own: they run faster per MAC
+                snapped, _ = self._search(lambda r: measure(r, True), grid, [first], target_ms, cap, 3,
+                                          snapped=True, start=best.macs)
+                if abs(snapped.ms - target_ms) <= max(abs(best.ms - target_ms), SEARCH_TOLERANCE * target_ms):
+                    best = snapped
+        at_floor = at_cap and best.ms > target_ms * (1 + REPORT_TOLERANCE)
+        self.report = self._verify(pruner, best.module, fraction, len(self.trials), len(best.widths), at_floor)
         self._warn(self.report, pruner.max_pruning_ratio)
-        return ratio, widths
+        return best.ratio, best.widths
 
-    def _search(self, measure: Any, grid: list[tuple[float, float]], target_ms: float, cap: float,
-                iterations: int = 5) -> tuple[float, float, nn.Module, bool]:
+    def _search(self, measure: Any, grid: list[tuple[float, float]], points: list[Trial], target_ms: float,
+                cap: float, iterations: int, snapped: bool = False, start: float | None = None) -> tuple[Trial, bool]:
         """Secant search on latency against MACs (a line, ``a + b * macs``, between two trials).
 
         The channel ratio for a MACs fraction comes from ``grid`` (``(macs, ratio)`` of meta
-        trials) and the trials so far, interpolated. Returns the trial closest to the target
-        (ratio, ms, model) and whether the target was still out of reach at ``cap``.
+        trials) and the trials in ``points``, interpolated; ``points`` (trials of one kind,
+        appended to) also feed the line. Returns the trial of this kind closest to the target and
+        whether the target was still out of reach at ``cap``.
         """
-        ms0, x0, module0 = measure(0.0, None)
-        points = [(x0, ms0, 0.0)]
-        best = (0.0, ms0, module0)
-        if ms0 <= target_ms * (1 + SEARCH_TOLERANCE):
-            return (*best, False)
         x_floor = min(x for x, _ in grid)
-        guess = x0 * target_ms / ms0  # first guess: latency in proportion to MACs
+        guess = start if start is not None else _secant(points, target_ms)
+        mine: list[Trial] = []
         for _ in range(iterations):
-            ratio = _ratio_for(max(guess, x_floor), grid + [(x, r) for x, _, r in points])
-            if any(abs(ratio - r) < 1e-4 for _, _, r in points):
+            known = grid + [(t.macs, t.ratio) for t in points]
+            ratio = _ratio_for(max(guess, x_floor), known)
+            if any(abs(ratio - t.ratio) < 1e-4 for t in mine):
                 break  # the channel granularity allows nothing between the trials
-            ms, x, module = measure(ratio, None)
-            points.append((x, ms, ratio))
-            if abs(ms - target_ms) < abs(best[1] - target_ms):
-                best = (ratio, ms, module)
-            if abs(ms - target_ms) <= SEARCH_TOLERANCE * target_ms:
+            trial = measure(ratio)
+            points.append(trial)
+            mine.append(trial)
+            if abs(trial.ms - target_ms) <= SEARCH_TOLERANCE * target_ms:
                 break
-            if ms > target_ms and ratio >= cap:
-                return (*best, True)
+            if trial.ms > target_ms and ratio >= cap:
+                return min(mine, key=lambda t: abs(t.ms - target_ms)), True
             guess = _secant(points, target_ms)
-            if guess <= x_floor and ms > target_ms:
+            if guess <= x_floor and trial.ms > target_ms:
                 guess = x_floor  # the target is below the line's floor: try the cap itself
-        return (*best, False)
-
-    def _snap(self, pruner: MetaPruner, measure: Any, scores: dict[str, torch.Tensor], ratio: float, ms: float,
-              module: nn.Module, target_ms: float) -> tuple[float, dict[str, int], float, nn.Module]:
-        """Snap widths at ``ratio``; the snapped model is kept if it is as close to the target.
-
-        Snapping moves each width by a few channels only, so the latency moves little; a
-        snapped model that misses the target where the plain one met it is dropped.
-        """
-        widths = snap_widths(pruner, ratio, scores, self.table, self.inputs)
-        if not widths:
-            return ratio, widths, ms, module
-        ms_snap, _, module_snap = measure(ratio, widths)
-        if abs(ms_snap - target_ms) <= max(abs(ms - target_ms), SEARCH_TOLERANCE * target_ms):
-            return ratio, widths, ms_snap, module_snap
-        return ratio, {}, ms, module
+        return min(mine or points, key=lambda t: abs(t.ms - target_ms)), False
 
     def _verify(self, pruner: MetaPruner, module: nn.Module, fraction: float, trials: int, snapped: int,
                 at_floor: bool, rounds: int = 3) -> LatencyReport:
@@ -308,20 +313,27 @@ def _ratio_for(macs: float, known: list[tuple[float, float]]) -> float:
     return pairs[-1][1]
 
 
-def _secant(points: list[tuple[float, float, float]], target_ms: float) -> float:
-    """The MACs fraction where the line through the two trials nearest the target reaches it.
+def _secant(points: list[Trial], target_ms: float) -> float:
+    """The MACs fraction where the line through the trials nearest the target on each side reaches it.
 
-    Trials on both sides of the target are preferred (regula falsi); a line that does not
-    fall with MACs (noise) falls back to proportion from the closest trial.
+    With trials on one side only, it extrapolates from the one nearest the target in
+    proportion to MACs; a line that does not fall with MACs (noise) is bisected.
     """
-    above = sorted((p for p in points if p[1] > target_ms), key=lambda p: p[1] - target_ms)
-    below = sorted((p for p in points if p[1] <= target_ms), key=lambda p: target_ms - p[1])
-    near = sorted(points, key=lambda p: abs(p[1] - target_ms))
-    a, b = (above[0], below[0]) if above and below else (near[0], near[1])
-    if a[0] != b[0] and (a[1] - b[1]) / (a[0] - b[0]) > 0:
-        slope = (a[1] - b[1]) / (a[0] - b[0])
-        return a[0] + (target_ms - a[1]) / slope
-    return near[0][0] * target_ms / near[0][1]
+    above = sorted((t for t in points if t.ms > target_ms), key=lambda t: t.ms)
+    below = sorted((t for t in points if t.ms <= target_ms), key=lambda t: -t.ms)
+    if above and below:
+        a, b = above[0], below[0]
+        if a.macs > b.macs and a.ms > b.ms:
+            return a.macs + (target_ms - a.ms) * (a.macs - b.macs) / (a.ms - b.ms)
+        return (a.macs + b.macs) / 2
+    side = sorted(points, key=lambda t: abs(t.ms - target_ms))
+    if len(side) >= 2 and side[0].macs != side[1].macs:
+        slope = (side[0].ms - side[1].ms) / (side[0].macs - side[1].macs)
+        if slope > 0:  # extrapolate the line, at least as far as proportion would
+            line = side[0].macs + (target_ms - side[0].ms) / slope
+            proportional = side[0].macs * target_ms / side[0].ms
+            return min(line, proportional) if above else max(line, proportional)
+    return side[0].macs * target_ms / side[0].ms
 
 
 def user_stacklevel() -> int:
