@@ -261,3 +261,34 @@ def test_bad_latency_arguments_fail_naming_the_argument(kwargs, match) -> None:
 def test_a_latency_timer_without_the_protocol_is_refused() -> None:
     with pytest.raises(TypeError, match="latency_timer must have model"):
         tp.pruner.MetaPruner(net(), example(), target_latency=0.5, latency_timer=object())
+
+
+# ---------------------------------------------------------------------------- callback
+
+
+def test_the_callback_prunes_to_a_latency_target_and_logs_the_realized_ratio(monkeypatch) -> None:
+    from lightning_helpers import ConvNet, RecordingLogger, loaders, trainer
+
+    import lightning_prune.engine.pruner.latency_budget as latency_budget
+    from lightning_prune import PruningCallback
+
+    monkeypatch.setattr(latency_budget, "DefaultLatencyTimer", lambda device, threads: FakeTimer(floor_ms=1.0))
+    callback = PruningCallback(target_latency=0.5, pruning_steps=2, monitor=None, measure_latency=False)
+    callback.latency_batch_sizes, callback.latency_threads = [4, 1], 1  # the coordinator's options, once merged
+    module, logger = ConvNet(width=64), RecordingLogger()
+    train, val = loaders()
+    trainer(2, [callback], logger=logger).fit(module, train, val)
+    report = callback.pruner.latency_report
+    assert report.target == pytest.approx(0.5) and report.batch_size == 4 and report.threads == 1
+    assert module.body[0].out_channels < 64
+    ratios = [m["pruning/latency_ratio"] for m in logger.metrics if "pruning/latency_ratio" in m]
+    assert len(ratios) == 2 and ratios[-1] == pytest.approx(report.realized) and ratios[1] < ratios[0]
+
+
+def test_the_callback_refuses_a_latency_target_outside_the_unit_interval() -> None:
+    from lightning_prune import PruningCallback
+
+    with pytest.raises(ValueError, match="PruningCallback: target_latency .* must be in \\(0, 1\\)"):
+        PruningCallback(target_latency=1.0)
+    with pytest.raises(ValueError, match="at most one of target_macs, target_params and target_latency"):
+        tp.pruner.MetaPruner(net(), example(), target_latency=0.5, target_params=0.5)
