@@ -20,6 +20,7 @@ width, leaving the layers that cannot be pruned) prunes to the floor and warns, 
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -61,14 +62,20 @@ class LatencyTimer(Protocol):
 
 
 class DefaultLatencyTimer:
-    """:func:`measure_latency` on ``device`` with ``threads`` (``repeats`` timed runs a model)."""
+    """:func:`measure_latency` on ``device`` with ``threads``.
 
-    def __init__(self, device: torch.device, threads: int, repeats: int = 5) -> None:
-        self.device, self.threads, self.repeats = device, threads, repeats
+    Each measurement times at least ``repeats`` runs and at least ``min_seconds`` of them
+    (a short forward on a shared machine is preempted at random; a longer measurement
+    averages that out), after two untimed ones; layers get three timed runs.
+    """
+
+    def __init__(self, device: torch.device | str, threads: int, repeats: int = 5, min_seconds: float = 0.5) -> None:
+        self.device, self.threads, self.repeats, self.min_seconds = torch.device(device), threads, repeats, min_seconds
 
     def model(self, module: nn.Module, inputs: Any) -> LatencyStats:
-        return measure_latency(module, inputs, warmup=2, repeats=self.repeats, device=self.device,
-                               threads=self.threads)
+        probe = measure_latency(module, inputs, warmup=2, repeats=1, device=self.device, threads=self.threads)
+        repeats = max(self.repeats, min(100, math.ceil(self.min_seconds * 1000 / max(probe.median_ms, 1e-3))))
+        return measure_latency(module, inputs, warmup=0, repeats=repeats, device=self.device, threads=self.threads)
 
     def layer(self, spec: LayerSpec) -> float:
         return time_layer_ms(spec, self.device, self.threads)
@@ -167,9 +174,9 @@ class LatencyBudget:
                  threads: int | None = None, device: torch.device | str | None = None,
                  timer: LatencyTimer | None = None) -> None:
         first = next(iter(model.parameters()), None)
-        self.device = torch.device(device) if device is not None else (
-            first.device if first is not None else torch.device("cpu"))
-        self.threads = threads if threads is not None else torch.get_num_threads()
+        self.device = torch.device(device) if device is not None else torch.device(getattr(timer, "device", None) or (
+            first.device if first is not None else "cpu"))
+        self.threads = threads if threads is not None else getattr(timer, "threads", None) or torch.get_num_threads()
         self.target = float(target)
         self.inputs = map_tensors(latency_inputs(example_inputs, batch_size), lambda t: t.to(self.device))
         self.batch_size = batch_of(self.inputs)
@@ -187,9 +194,7 @@ class LatencyBudget:
         return self._runnable(meta_clone(self.dense_reference), pruner)
 
     def _time(self, module: nn.Module) -> float:
-        """The fastest timed run: on a shared machine, the one least disturbed by other work
-        (the search compares trials; the report's ratio uses medians, see :meth:`_verify`)."""
-        return self.timer.model(module, self.inputs).min_ms
+        return self.timer.model(module, self.inputs).median_ms
 
     # ------------------------------------------------------------------ solving
     def solve(self, pruner: MetaPruner, fraction: float) -> tuple[float, dict[str, int]]:
