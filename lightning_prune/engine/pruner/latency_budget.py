@@ -121,13 +121,12 @@ class LatencyReport:
 
 @dataclass
 class Trial:
-    """One measured trial prune: channel ratio, snapped widths, MACs fraction, latency, the model."""
+    """One measured trial prune: channel ratio, MACs fraction, latency and snapped widths."""
 
     ratio: float
     macs: float
     ms: float
     widths: dict[str, int]
-    module: nn.Module
 
 
 def latency_inputs(example_inputs: Any, batch_size: int | None) -> Any:
@@ -212,10 +211,9 @@ class LatencyBudget:
             widths = snap_widths(pruner, ratio, scores, self.table, self.inputs) if snap and ratio > 0 else {}
             clone, _ = pruned_clone(pruner, ratio, scores, widths)
             macs = float(count_ops_and_params(clone, pruner.example_inputs, forward_fn=forward_fn)[0]) / dense_macs
-            module = self._runnable(clone, pruner)
-            ms = self._time(module)
+            ms = self._time(self._runnable(clone, pruner))
             self.trials.append((ratio, macs, ms / dense_ms))
-            return Trial(ratio, macs, ms, widths, module)
+            return Trial(ratio, macs, ms, widths)
 
         cap = min(pruner.max_pruning_ratio, 0.999)
         grid = [(simulate(pruner, r, scores, "macs") / dense_macs, r) for r in _grid(cap)]
@@ -235,7 +233,9 @@ class LatencyBudget:
                 if abs(snapped.ms - target_ms) <= max(abs(best.ms - target_ms), SEARCH_TOLERANCE * target_ms):
                     best = snapped
         at_floor = at_cap and best.ms > target_ms * (1 + REPORT_TOLERANCE)
-        self.report = self._verify(pruner, best.module, fraction, len(self.trials), len(best.widths), at_floor)
+        # Trials keep no model (a ViT each); the chosen one is rebuilt for the final timing.
+        module = self._runnable(pruned_clone(pruner, best.ratio, scores, best.widths)[0], pruner)
+        self.report = self._verify(pruner, module, fraction, len(self.trials), len(best.widths), at_floor)
         self._warn(self.report, pruner.max_pruning_ratio)
         return best.ratio, best.widths
 
