@@ -121,11 +121,12 @@ class LatencyReport:
 
 @dataclass
 class Trial:
-    """One measured trial prune: channel ratio, MACs fraction, latency and snapped widths."""
+    """One measured trial prune: channel ratio, MACs fraction, latency (a fraction of the dense
+    latency timed next to it) and snapped widths."""
 
     ratio: float
     macs: float
-    ms: float
+    latency: float
     widths: dict[str, int]
 
 
@@ -183,7 +184,8 @@ class LatencyBudget:
         self.table = WidthTable(self.timer.layer)
         self.dense_reference = meta_clone(model)
         self.report: LatencyReport | None = None
-        self.trials: list[tuple[float, float, float]] = []  # (channel ratio, MACs, latency) of the last solve
+        self.trials: list[tuple[float, float, float]] = []  # (channel ratio, MACs, latency) of the last solve,
+        # MACs and latency as fractions of the dense model's
 
     # ------------------------------------------------------------------ measuring
     def _runnable(self, clone: nn.Module, pruner: MetaPruner) -> nn.Module:
@@ -203,43 +205,46 @@ class LatencyBudget:
             scores = {g.root_name: unit_scores(g, pruner.estimate_importance(g)) for g in pruner.groups(pruner.DG)}
         forward_fn = pruner.graph_kwargs["forward_fn"]
         dense_macs = float(count_ops_and_params(self.dense_reference, pruner.example_inputs, forward_fn=forward_fn)[0])
-        dense_ms = self._time(self._dense(pruner))
-        target_ms = fraction * dense_ms
+        dense = self._dense(pruner)
+        # Every trial is timed next to a fresh timing of the dense model and counted as the
+        # ratio of the two, so that a machine whose speed drifts (other work starting and
+        # stopping) moves both alike: the search runs in units of the dense latency.
+        target = fraction  # in units of the dense latency, as every trial
         self.trials = []
 
         def measure(ratio: float, snap: bool) -> Trial:
             widths = snap_widths(pruner, ratio, scores, self.table, self.inputs) if snap and ratio > 0 else {}
             clone, _ = pruned_clone(pruner, ratio, scores, widths)
             macs = float(count_ops_and_params(clone, pruner.example_inputs, forward_fn=forward_fn)[0]) / dense_macs
-            ms = self._time(self._runnable(clone, pruner))
-            self.trials.append((ratio, macs, ms / dense_ms))
-            return Trial(ratio, macs, ms, widths)
+            relative = self._time(self._runnable(clone, pruner)) / self._time(dense)
+            self.trials.append((ratio, macs, relative))
+            return Trial(ratio, macs, relative, widths)
 
         cap = min(pruner.max_pruning_ratio, 0.999)
         grid = [(simulate(pruner, r, scores, "macs") / dense_macs, r) for r in _grid(cap)]
         first = measure(0.0, False)
         best, at_cap, points = first, False, [first]
-        if first.ms > target_ms * (1 + SEARCH_TOLERANCE):
+        if first.latency > target * (1 + SEARCH_TOLERANCE):
             # Plain widths first (cheap), then snapped ones from where that search ended: the
             # snapped widths move the latency a little, and the search follows.
-            best, at_cap = self._search(lambda r: measure(r, False), grid, points, target_ms, cap, 5)
-            if not at_cap and all(t.ms > target_ms * (1 + REPORT_TOLERANCE) for t in points):
+            best, at_cap = self._search(lambda r: measure(r, False), grid, points, target, cap, 5)
+            if not at_cap and all(t.latency > target * (1 + REPORT_TOLERANCE) for t in points):
                 top = measure(cap, False)  # out of trials short of the target: is it reachable at all?
-                at_cap = top.ms > target_ms * (1 + REPORT_TOLERANCE)
-                best = min((best, top), key=lambda t: abs(t.ms - target_ms))
+                at_cap = top.latency > target * (1 + REPORT_TOLERANCE)
+                best = min((best, top), key=lambda t: abs(t.latency - target))
             if not at_cap:  # the snapped trials have a line of their own: they run faster per MAC
-                snapped, _ = self._search(lambda r: measure(r, True), grid, [first], target_ms, cap, 3,
+                snapped, _ = self._search(lambda r: measure(r, True), grid, [first], target, cap, 3,
                                           snapped=True, start=best.macs)
-                if abs(snapped.ms - target_ms) <= max(abs(best.ms - target_ms), SEARCH_TOLERANCE * target_ms):
+                if abs(snapped.latency - target) <= max(abs(best.latency - target), SEARCH_TOLERANCE * target):
                     best = snapped
-        at_floor = at_cap and best.ms > target_ms * (1 + REPORT_TOLERANCE)
+        at_floor = at_cap and best.latency > target * (1 + REPORT_TOLERANCE)
         # Trials keep no model (a ViT each); the chosen one is rebuilt for the final timing.
         module = self._runnable(pruned_clone(pruner, best.ratio, scores, best.widths)[0], pruner)
-        self.report = self._verify(pruner, module, fraction, len(self.trials), len(best.widths), at_floor)
+        self.report = self._verify(dense, module, fraction, len(self.trials), len(best.widths), at_floor)
         self._warn(self.report, pruner.max_pruning_ratio)
         return best.ratio, best.widths
 
-    def _search(self, measure: Any, grid: list[tuple[float, float]], points: list[Trial], target_ms: float,
+    def _search(self, measure: Any, grid: list[tuple[float, float]], points: list[Trial], target: float,
                 cap: float, iterations: int, snapped: bool = False, start: float | None = None) -> tuple[Trial, bool]:
         """Secant search on latency against MACs (a line, ``a + b * macs``, between two trials).
 
@@ -249,7 +254,7 @@ class LatencyBudget:
         whether the target was still out of reach at ``cap``.
         """
         x_floor = min(x for x, _ in grid)
-        guess = start if start is not None else _secant(points, target_ms)
+        guess = start if start is not None else _secant(points, target)
         mine: list[Trial] = []
         for _ in range(iterations):
             known = grid + [(t.macs, t.ratio) for t in points]
@@ -259,19 +264,18 @@ class LatencyBudget:
             trial = measure(ratio)
             points.append(trial)
             mine.append(trial)
-            if abs(trial.ms - target_ms) <= SEARCH_TOLERANCE * target_ms:
+            if abs(trial.latency - target) <= SEARCH_TOLERANCE * target:
                 break
-            if trial.ms > target_ms and ratio >= cap:
-                return min(mine, key=lambda t: abs(t.ms - target_ms)), True
-            guess = _secant(points, target_ms)
-            if guess <= x_floor and trial.ms > target_ms:
+            if trial.latency > target and ratio >= cap:
+                return min(mine, key=lambda t: abs(t.latency - target)), True
+            guess = _secant(points, target)
+            if guess <= x_floor and trial.latency > target:
                 guess = x_floor  # the target is below the line's floor: try the cap itself
-        return min(mine or points, key=lambda t: abs(t.ms - target_ms)), False
+        return min(mine or points, key=lambda t: abs(t.latency - target)), False
 
-    def _verify(self, pruner: MetaPruner, module: nn.Module, fraction: float, trials: int, snapped: int,
+    def _verify(self, dense: nn.Module, module: nn.Module, fraction: float, trials: int, snapped: int,
                 at_floor: bool, rounds: int = 3) -> LatencyReport:
         """Dense and pruned timed in alternation, ``rounds`` times: the ratio with its spread."""
-        dense = self._dense(pruner)
         d_ms, p_ms, ratios = [], [], []
         for _ in range(rounds):
             d, p = self.timer.model(dense, self.inputs).median_ms, self.timer.model(module, self.inputs).median_ms
@@ -318,27 +322,27 @@ def _ratio_for(macs: float, known: list[tuple[float, float]]) -> float:
     return pairs[-1][1]
 
 
-def _secant(points: list[Trial], target_ms: float) -> float:
+def _secant(points: list[Trial], target: float) -> float:
     """The MACs fraction where the line through the trials nearest the target on each side reaches it.
 
     With trials on one side only, it extrapolates from the one nearest the target in
     proportion to MACs; a line that does not fall with MACs (noise) is bisected.
     """
-    above = sorted((t for t in points if t.ms > target_ms), key=lambda t: t.ms)
-    below = sorted((t for t in points if t.ms <= target_ms), key=lambda t: -t.ms)
+    above = sorted((t for t in points if t.latency > target), key=lambda t: t.latency)
+    below = sorted((t for t in points if t.latency <= target), key=lambda t: -t.latency)
     if above and below:
         a, b = above[0], below[0]
-        if a.macs > b.macs and a.ms > b.ms:
-            return a.macs + (target_ms - a.ms) * (a.macs - b.macs) / (a.ms - b.ms)
+        if a.macs > b.macs and a.latency > b.latency:
+            return a.macs + (target - a.latency) * (a.macs - b.macs) / (a.latency - b.latency)
         return (a.macs + b.macs) / 2
-    side = sorted(points, key=lambda t: abs(t.ms - target_ms))
+    side = sorted(points, key=lambda t: abs(t.latency - target))
     if len(side) >= 2 and side[0].macs != side[1].macs:
-        slope = (side[0].ms - side[1].ms) / (side[0].macs - side[1].macs)
+        slope = (side[0].latency - side[1].latency) / (side[0].macs - side[1].macs)
         if slope > 0:  # extrapolate the line, at least as far as proportion would
-            line = side[0].macs + (target_ms - side[0].ms) / slope
-            proportional = side[0].macs * target_ms / side[0].ms
+            line = side[0].macs + (target - side[0].latency) / slope
+            proportional = side[0].macs * target / side[0].latency
             return min(line, proportional) if above else max(line, proportional)
-    return side[0].macs * target_ms / side[0].ms
+    return side[0].macs * target / side[0].latency
 
 
 def user_stacklevel() -> int:
