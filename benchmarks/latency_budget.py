@@ -30,9 +30,10 @@ MODELS = ("resnet50", "mobilenet_v3_large", "vit_b_16")
 TARGETS = (0.75, 0.5, 0.3)
 
 
-def build(name: str) -> torch.nn.Module:
+def build(name: str, image_size: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return getattr(torchvision.models, name)().eval()
+    extra = {"image_size": image_size} if name.startswith("vit_") else {}  # a ViT's position table is sized
+    return getattr(torchvision.models, name)(**extra).eval()
 
 
 def macs_of(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -59,10 +60,10 @@ def run(name: str, target: float, batch_size: int, threads: int, image_size: int
     example = torch.randn(1, 3, image_size, image_size)
     batch = example.repeat(batch_size, 1, 1, 1)
     timer = DefaultLatencyTimer(torch.device("cpu"), threads, repeats=repeats)
-    dense = build(name)
+    dense = build(name, image_size)
     dense_macs = macs_of(dense, example)
 
-    aware = build(name)
+    aware = build(name, image_size)
     began = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -73,7 +74,7 @@ def run(name: str, target: float, batch_size: int, threads: int, image_size: int
     report = pruner.latency_report
     aware_macs = macs_of(aware, example) / dense_macs
 
-    uniform = build(name)
+    uniform = build(name, image_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tp.pruner.MetaPruner(uniform, example, target_macs=aware_macs).step()

@@ -288,7 +288,7 @@ class LatencyBudget:
             target=fraction, realized=realized, spread=q3 - q1, dense_ms=statistics.median(d_ms),
             pruned_ms=statistics.median(p_ms), batch_size=self.batch_size, threads=self.threads,
             device=str(self.device), load_average=_load_average(), trials=trials, snapped_groups=snapped,
-            floor=realized if at_floor else None)
+            floor=realized if at_floor and realized > fraction * (1 + REPORT_TOLERANCE) else None)
 
     def _warn(self, report: LatencyReport, max_pruning_ratio: float) -> None:
         if report.floor is not None:
