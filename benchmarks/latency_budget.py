@@ -24,6 +24,7 @@ import torch
 import torchvision
 
 import lightning_prune.engine as tp
+from lightning_prune.bench.allocator import steady_allocator
 from lightning_prune.engine.pruner import DefaultLatencyTimer
 
 MODELS = ("resnet50", "mobilenet_v3_large", "vit_b_16")
@@ -124,9 +125,10 @@ def main(models: list[str] | None = None, targets: list[float] | None = None, ba
     if quick:
         targets = targets[:1]
     repeats, rounds = (3, 2) if quick else (5, 3)
+    allocator = steady_allocator()  # else the first, larger model pays for fresh pages (docs/benchmark.md)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"CPU, batch {batch_size}, {threads} threads, {image_size}x{image_size}, torch {torch.__version__}; "
-          f"load average at start {load}")
+          f"allocator {allocator}; load average at start {load}")
     print(HEADER, flush=True)
     results = []
     for name in models:
