@@ -40,7 +40,7 @@ from .distillation import Distillation
 from .distributed import decisions_agree, reduce_importance_inputs, rewrap_ddp
 from .export import export_module
 from .history import ModuleHistory
-from .latency import frozen_copy, latency_batch_sizes, time_models
+from .latency import frozen_copy, latency_batch_sizes, latency_measurement, time_models
 from .modes import eval_mode, only_gradients_of
 from .schedule import PruningSchedule
 from .summary import MetricTracker, example_batch_size, format_summary, measure, summary_metrics, summary_rows
@@ -64,6 +64,10 @@ class PruningCallback(Callback):
             (default 0.5 when no budget is given).
         target_macs: instead of a ratio, keep this fraction of the initial MACs (e.g. 0.5).
         target_params: instead of a ratio, keep this fraction of the initial parameters.
+        target_latency: instead of a ratio, prune until the model runs in this fraction of the dense
+            time (e.g. 0.5), measured on the model's device at the batch size and thread count of
+            the latency options (default: the example input's batch, torch's threads), spread over
+            the schedule like ``target_macs``; each prune logs ``pruning/latency_ratio``.
         pruning_steps: number of prunes, at ``start_epoch``, ``start_epoch + every_n_epochs``, ...
         start_epoch: epoch of the first prune (at its start).
         every_n_epochs: epochs between prunes.
@@ -122,6 +126,7 @@ class PruningCallback(Callback):
         pruning_ratio: float | None = None,
         target_macs: float | None = None,
         target_params: float | None = None,
+        target_latency: float | None = None,
         pruning_steps: int = 1,
         start_epoch: int = 0,
         every_n_epochs: int = 1,
@@ -161,8 +166,12 @@ class PruningCallback(Callback):
         temperature: float | None = None,
     ) -> None:
         super().__init__()
-        if pruning_ratio is None and target_macs is None and target_params is None:
+        if pruning_ratio is None and target_macs is None and target_params is None and target_latency is None:
             pruning_ratio = 0.5
+        if target_latency is not None and not (isinstance(target_latency, int | float) and not isinstance(
+                target_latency, bool) and 0 < target_latency < 1):
+            raise ValueError(f"PruningCallback: target_latency is the fraction of the dense latency to reach and "
+                             f"must be in (0, 1), e.g. 0.5 for twice as fast; got {target_latency!r}")
         for name, value in (("pruning_ratio", pruning_ratio), ("head_pruning_ratio", head_pruning_ratio)):
             if value is not None and not (isinstance(value, int | float) and 0 <= value < 1):
                 raise ValueError(f"PruningCallback: {name} must be in [0, 1), got {value!r}")
@@ -182,7 +191,8 @@ class PruningCallback(Callback):
         self.schedule = PruningSchedule.build(pruning_steps, start_epoch, every_n_epochs, schedule, prune_epochs,
                                               schedule_fractions)
         self.pruner_kwargs: dict[str, Any] = dict(
-            pruning_ratio=pruning_ratio, target_macs=target_macs, target_params=target_params, round_to=round_to,
+            pruning_ratio=pruning_ratio, target_macs=target_macs, target_params=target_params,
+            target_latency=target_latency, round_to=round_to,
             global_pruning=global_pruning, isomorphic=isomorphic, max_pruning_ratio=max_pruning_ratio,
             prune_num_heads=prune_num_heads, head_pruning_ratio=head_pruning_ratio,
         )
@@ -317,6 +327,8 @@ class PruningCallback(Callback):
             kwargs["reg"] = self.regularization_strength
         if self.delta_reg is not None:
             kwargs["delta_reg"] = self.delta_reg
+        if kwargs.get("target_latency") is not None:
+            kwargs.update(latency_measurement(self))
         with eval_mode(pl_module), torch.enable_grad():
             return cls(
                 pl_module, self._example, importance=self.importance, ignored_layers=ignored,
@@ -434,6 +446,10 @@ class PruningCallback(Callback):
         metrics = {"pruning/params": float(params), "pruning/macs": float(macs), "pruning/step": float(
             self.pruner.current_step)}
         metrics.update({f"pruning/width/{n}": float(w) for n, w in tp.utils.layer_widths(pl_module).items()})
+        report = self.pruner.latency_report
+        if report is not None:
+            metrics.update({"pruning/latency_ratio": report.realized, "pruning/latency_ratio_iqr": report.spread})
+            rank_zero_info(f"[lightning-prune] epoch {trainer.current_epoch}: {report}")
         self._log(trainer, metrics)
         rank_zero_info(f"[lightning-prune] epoch {trainer.current_epoch}: pruned step "
                        f"{self.pruner.current_step}/{self.schedule.steps}: params {params / 1e6:.3f} M, "

@@ -84,3 +84,13 @@ def latency_note(before: dict[str, float], after: dict[str, float], b: int) -> s
     if "load_before" in after:
         note += f"; load average {after['load_before']:.1f} -> {after['load_after']:.1f} on {int(after['load_cpus'])} CPUs"
     return note
+
+
+def latency_measurement(callback: Any) -> dict[str, Any]:
+    """``{latency_batch_size, latency_threads}`` for the latency budget (``target_latency``):
+    the first of the callback's ``latency_batch_sizes`` and its ``latency_threads``, or the
+    pruner's defaults (the example input's batch, torch's thread count)."""
+    sizes = getattr(callback, "latency_batch_sizes", None)
+    threads = getattr(callback, "latency_threads", None)
+    return {"latency_batch_size": int(sizes[0]) if sizes else None,
+            "latency_threads": int(threads) if threads is not None else None}

@@ -12,6 +12,7 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from .. import importance as imp
@@ -49,10 +50,12 @@ def check_positive_int(name: str, value: Any, optional: bool = False) -> None:
 def resolve_ratio_arguments(pruning_ratio: float | None, pruning_ratio_dict: dict | None,
                             target_macs: float | None, target_params: float | None,
                             ch_sparsity: float | None, ch_sparsity_dict: dict | None,
-                            stacklevel: int = 2) -> tuple[float | None, dict | None, list[float]]:
+                            stacklevel: int = 2, target_latency: float | None = None,
+                            ) -> tuple[float | None, dict | None, list[float]]:
     """``(pruning_ratio, pruning_ratio_dict, budgets)`` after the deprecated aliases.
 
-    ``budgets`` lists the budget given (``target_macs`` or ``target_params``), if any.
+    ``budgets`` lists the budget given (``target_macs``, ``target_params`` or
+    ``target_latency``), if any.
     ``pruning_ratio`` is returned as passed (``None`` when left out): the pruner picks its
     default only when there is no budget. ``stacklevel`` is that of the pruner's caller,
     so deprecation warnings point at the line that built the pruner.
@@ -68,15 +71,52 @@ def resolve_ratio_arguments(pruning_ratio: float | None, pruning_ratio_dict: dic
         if pruning_ratio_dict is not None:
             raise ValueError("pass either pruning_ratio_dict or the deprecated ch_sparsity_dict, not both")
         pruning_ratio_dict = ch_sparsity_dict
-    budgets = [b for b in (target_macs, target_params) if b is not None]
+    budgets = [b for b in (target_macs, target_params, target_latency) if b is not None]
     if len(budgets) > 1:
-        raise ValueError("pass at most one of target_macs and target_params")
+        given = [n for n, b in (("target_macs", target_macs), ("target_params", target_params),
+                                ("target_latency", target_latency)) if b is not None]
+        raise ValueError(f"pass at most one of target_macs, target_params and target_latency, got {given}")
     if budgets and pruning_ratio is not None:
-        raise ValueError("pass either pruning_ratio or a budget (target_macs / target_params), not both")
+        raise ValueError("pass either pruning_ratio or a budget (target_macs / target_params / target_latency), "
+                         "not both")
+    if target_latency is not None and not (isinstance(target_latency, int | float) and not isinstance(
+            target_latency, bool) and 0 < target_latency < 1):
+        raise ValueError(f"target_latency is the fraction of the dense latency to reach and must be in (0, 1) "
+                         f"(e.g. 0.5 for twice as fast), got {target_latency!r}")
     for name, b in (("target_macs", target_macs), ("target_params", target_params)):
         if b is not None and not (isinstance(b, int | float) and 0 < b <= 1):
             raise ValueError(f"{name} is the fraction to keep and must be in (0, 1], got {b!r}")
     return pruning_ratio, pruning_ratio_dict, budgets
+
+
+def check_latency_options(target_latency: float | None, batch_size: Any, threads: Any, device: Any,
+                          timer: Any) -> None:
+    """The ``latency_*`` arguments configure ``target_latency``; each must be valid and none alone."""
+    options = {"latency_batch_size": batch_size, "latency_threads": threads, "latency_device": device,
+               "latency_timer": timer}
+    if target_latency is None:
+        given = [n for n, v in options.items() if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} configures the latency budget and needs target_latency (got "
+                             f"target_latency=None); pass target_latency=0.5 or drop {given[0]}")
+        return
+    check_positive_int("latency_batch_size", batch_size, optional=True)
+    check_positive_int("latency_threads", threads, optional=True)
+    if device is not None:
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"latency_device must be a torch device or its name ('cpu', 'cuda:0'), got "
+                             f"{device!r}") from err
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("latency_device is a CUDA device but CUDA is not available; use latency_device='cpu'")
+    if timer is not None:
+        if not (callable(getattr(timer, "model", None)) and callable(getattr(timer, "layer", None))):
+            raise TypeError("latency_timer must have model(module, inputs) -> LatencyStats and layer(spec) -> ms "
+                            f"methods (see LatencyTimer), got {type(timer).__name__}")
+        if threads is not None or device is not None:
+            raise ValueError("latency_threads and latency_device configure the default timer; with latency_timer, "
+                             "set them on your timer instead")
 
 
 def resolve_importance(importance: Any) -> Any:

@@ -28,6 +28,7 @@ from ..graph.dependency import resolve_ignored
 from ..history.serialization import apply_history
 from ..utils import count_ops_and_params
 from .arguments import (
+    check_latency_options,
     check_num_heads,
     check_positive_int,
     check_ratio,
@@ -39,6 +40,8 @@ from .arguments import (
 )
 from .atomic_step import merge_step_records, prune_step
 from .budget import solve_ratio_for_budget
+from .latency_budget import LatencyBudget, LatencyReport, LatencyTimer
+from .latency_trial import apply_widths
 from .planning import GroupPlan, plan_global, plan_local, ratio_for, scope_of, unit_scores
 from .scheduler import check_schedule, get_scheduler, linear_scheduler
 
@@ -61,6 +64,11 @@ class MetaPruner:
         max_pruning_ratio: no group loses more than this fraction (global pruning).
         target_macs / target_params: prune until this fraction of the initial MACs or
             parameters remains (e.g. ``0.5``), instead of a channel ratio.
+        target_latency: prune until the model runs in this fraction of the dense time,
+            measured (see :mod:`.latency_budget`; ``pruner.latency_report`` says what it
+            reached). ``latency_batch_size`` (default: the example's batch),
+            ``latency_threads`` (default: torch's count) and ``latency_device`` (default:
+            the model's) say where; ``latency_timer`` replaces the measurement.
         iterative_steps: number of ``step()`` calls to reach the target, following
             ``iterative_pruning_ratio_scheduler`` (a callable or "linear", "cosine",
             "exponential").
@@ -104,13 +112,20 @@ class MetaPruner:
         output_transform: Any = None,
         target_macs: float | None = None,
         target_params: float | None = None,
+        target_latency: float | None = None,
+        latency_batch_size: int | None = None,
+        latency_threads: int | None = None,
+        latency_device: str | torch.device | None = None,
+        latency_timer: LatencyTimer | None = None,
         ch_sparsity: float | None = None,
         ch_sparsity_dict: dict | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"MetaPruner: `model` must be an nn.Module, got {type(model).__name__}")
         pruning_ratio, pruning_ratio_dict, budgets = resolve_ratio_arguments(
-            pruning_ratio, pruning_ratio_dict, target_macs, target_params, ch_sparsity, ch_sparsity_dict)
+            pruning_ratio, pruning_ratio_dict, target_macs, target_params, ch_sparsity, ch_sparsity_dict,
+            target_latency=target_latency)
+        check_latency_options(target_latency, latency_batch_size, latency_threads, latency_device, latency_timer)
         # Under a budget there is no channel ratio of the user's: None, so that nothing can
         # use a made-up one. Whatever needs a ratio asks _channel_ratio_for_step().
         self.pruning_ratio: float | None = None if budgets else check_ratio(
@@ -131,6 +146,7 @@ class MetaPruner:
         self.prune_head_dims = bool(prune_head_dims)
         self.target_macs = target_macs
         self.target_params = target_params
+        self.target_latency = target_latency
         self.root_module_types = tuple(root_module_types) if root_module_types is not None else None
         self._graph_kwargs = {
             "forward_fn": forward_fn, "output_transform": output_transform,
@@ -142,6 +158,9 @@ class MetaPruner:
         self.num_heads = resolve_num_heads(model, num_heads)
         # id(graph) -> (graph, key, groups), see groups()
         self._group_cache: dict[int, tuple[DependencyGraph, tuple, list[Group]]] = {}
+        self.latency_budget = None if target_latency is None else LatencyBudget(
+            model, example_inputs, target_latency, latency_batch_size, latency_threads, latency_device, latency_timer)
+        self._latency_widths: dict[str, int] = {}  # group root -> units to keep, from the latency budget
         self._setup(model, example_inputs, forward_fn, budgets)
 
     def _setup(self, model: nn.Module, example_inputs: Any, forward_fn: Any, budgets: list) -> None:
@@ -199,6 +218,11 @@ class MetaPruner:
             del cache[stale]  # graphs this pruner no longer uses (head graphs, rebuilt ones)
         cache[id(graph)] = (graph, key, groups)
         return list(groups)
+
+    @property
+    def latency_report(self) -> LatencyReport | None:
+        """What the last latency-budget step reached (``None`` without ``target_latency``)."""
+        return self.latency_budget.report if self.latency_budget is not None else None
 
     # ------------------------------------------------------------------ public API
     def estimate_importance(self, group: Group) -> torch.Tensor:
@@ -267,6 +291,7 @@ class MetaPruner:
             self.DG = self._build("offsets")
         ratio = self._channel_ratio_at_step()
         plans = self.plan(self.DG, ratio)
+        apply_widths(plans, self._latency_widths if self.latency_budget is not None else None)
         for plan in plans:
             if plan.remove:
                 yield self.DG.group_for_units(plan.group, plan.remove)
@@ -315,6 +340,10 @@ class MetaPruner:
         if self._budget_base is None:
             assert self.pruning_ratio is not None  # set whenever there is no budget
             return self._schedule(self.pruning_ratio)[step]
+        if self.latency_budget is not None:
+            fraction = 1 - self._schedule(1 - self.target_latency)[step]
+            ratio, self._latency_widths = self.latency_budget.solve(self, fraction)
+            return ratio
         base_macs, base_params = self._budget_base
         keep = self.target_macs if self.target_macs is not None else self.target_params
         fraction = 1 - self._schedule(1 - keep)[step]
