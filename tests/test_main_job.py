@@ -39,6 +39,16 @@ def run(tmp_path_factory):
     return cli, cwd, export
 
 
+def test_the_main_job_asks_for_a_real_speedup():
+    """11x fewer MACs, timed where arithmetic dominates (batch 256) and at batch 1, labelled."""
+    import yaml
+
+    with open(CONFIG) as f:
+        callback = yaml.safe_load(f)["trainer"]["callbacks"][-1]["init_args"]
+    assert callback["target_macs"] <= 0.1 and callback["pruning_steps"] > 1
+    assert max(callback["latency_batch_sizes"]) >= 256 and 1 in callback["latency_batch_sizes"]
+
+
 def _rows(cli):
     with open(os.path.join(cli.trainer.log_dir, "metrics.csv")) as f:
         return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
