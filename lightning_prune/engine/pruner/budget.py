@@ -45,6 +45,16 @@ _MODULE_TABLES = frozenset({"_parameters", "_buffers", "_modules"})
 _COPIED = (nn.Module, torch.Tensor, list, tuple, dict, set, int, float, bool, str, type(None))
 
 
+def apply_plans(graph: DependencyGraph, plans: list) -> None:
+    """Prune a clone's graph as the real step would: a refused group is kept whole there too."""
+    for plan in plans:
+        if plan.remove:
+            try:
+                graph.group_for_units(plan.group, plan.remove).prune()
+            except PruningError:
+                pass  # the real step keeps this group whole too
+
+
 def simulate(pruner: MetaPruner, ratio: float, scores: dict[str, torch.Tensor], metric: str) -> float:
     """MACs or params after pruning a meta clone of ``pruner.model`` at ``ratio``."""
     graph_kwargs = pruner.graph_kwargs
@@ -55,13 +65,7 @@ def simulate(pruner: MetaPruner, ratio: float, scores: dict[str, torch.Tensor], 
     names = {id(m): n for n, m in pruner.model.named_modules()}
     clone_modules = dict(clone.named_modules())
     ignored = [clone_modules[names[id(m)]] for m in pruner.ignored_layers if id(m) in names]
-    plans = pruner.plan(graph, ratio, scores, ignored_layers=ignored)
-    for plan in plans:
-        if plan.remove:
-            try:
-                graph.group_for_units(plan.group, plan.remove).prune()
-            except PruningError:
-                pass  # the real step keeps this group whole too
+    apply_plans(graph, pruner.plan(graph, ratio, scores, ignored_layers=ignored))
     macs, params = count_ops_and_params(clone, pruner.example_inputs, forward_fn=graph_kwargs["forward_fn"])
     return float(macs if metric == "macs" else params)
 

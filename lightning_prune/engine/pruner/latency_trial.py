@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import PruningError
 from ..graph import DependencyGraph
 from ..harness import run_forward
 from ..measure.layer_timing import WidthTable, candidate_widths, choose_width, layer_spec
 from ..tree import map_tensors
-from .budget import meta_clone
+from .budget import apply_plans, meta_clone
 from .planning import GroupPlan
 
 if TYPE_CHECKING:
@@ -82,12 +81,7 @@ def pruned_clone(pruner: MetaPruner, ratio: float, scores: dict[str, torch.Tenso
             if isinstance(dep.target.module, nn.Module) and side in ("prune_out_channels", "prune_in_channels"):
                 info.layers.setdefault(dep.target.name, set()).add("out" if "out" in side else "in")
         infos.append(info)
-    for plan in plans:
-        if plan.remove:
-            try:
-                graph.group_for_units(plan.group, plan.remove).prune()
-            except PruningError:
-                pass  # the real step keeps this group whole too
+    apply_plans(graph, plans)
     return clone, infos
 
 
